@@ -1,0 +1,134 @@
+"""`quill`: the one command-line face of the project (train, story, run, bench)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
+
+
+def _units(text: str) -> tuple[int, ...]:
+    try:
+        units = tuple(int(u) for u in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--units takes sizes separated by commas, like 512,256 (got {text!r})")
+    return units
+
+
+def add_train(sub) -> None:
+    from train.config import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model bundle on a corpus of .txt files")
+    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help=".txt files or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (checkpoints go in DIR/checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
+    p.add_argument("--name", help="model name shown in the bot (default: the folder name)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
+    p.add_argument("--minutes", type=float, default=d.minutes, help="time budget; the bundle is still written")
+    p.add_argument("--seq-length", type=int, default=d.seq_length)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--embedding", type=int, default=d.embedding)
+    p.add_argument("--units", type=_units, default=d.units, help="recurrent layer sizes, e.g. 512,256")
+    p.add_argument("--cell", choices=("gru", "lstm"), default=d.cell)
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--clipnorm", type=float, default=d.clipnorm, help="gradient clipping (0: none)")
+    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience in epochs")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--encoding", default=d.encoding, help="text encoding of the corpus files")
+    p.add_argument("--keep-typography", action="store_true", help="do not fold curly quotes and dashes")
+
+
+def cmd_train(args) -> int:
+    from train.config import TrainConfig
+    from train.loop import train
+
+    fields = TrainConfig.__dataclass_fields__
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    train(args.corpus, args.out, config, resume=args.resume, name=args.name)
+    return 0
+
+
+def add_story(sub) -> None:
+    p = sub.add_parser("story", help="print a story from a model bundle")
+    p.add_argument("start", help="the opening words")
+    p.add_argument("--length", type=int, default=1000, help="target length in characters")
+    p.add_argument("--temperature", type=float, default=0.5)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None, help="same seed, same story")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR")
+
+
+def cmd_story(args) -> int:
+    import random
+
+    from model.bundle import load_bundle
+    from model.engine import NumpyEngine
+    from model.sampler import write_story
+
+    if args.temperature <= 0:
+        raise ValueError("--temperature must be above 0")
+    if args.length < 1:
+        raise ValueError("--length must be at least 1")
+    bundle = load_bundle(args.model)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    print(write_story(NumpyEngine(bundle.model), bundle.vocab, args.start, args.length,
+                      args.temperature, seed, args.top_k, args.top_p))
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks against the seed recipe, printed as JSON")
+    bench = p.add_subparsers(dest="bench", required=True)
+    t = bench.add_parser("train", help="training throughput: configured model vs the seed's fit()")
+    t.add_argument("--corpus", nargs="+", default=None, metavar="PATH",
+                   help="text to train on (default: ../shared/corpus/bench/tinyshakespeare.txt if present, "
+                        "else generated text)")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--units", type=_units, default=(512, 256))
+    t.add_argument("--embedding", type=int, default=300)
+    t.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    t.add_argument("--epochs", type=int, default=0,
+                   help="also train each variant this many epochs on the corpus and report validation loss")
+    t.add_argument("--json", action="store_true", help="print only the JSON")
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from train.bench import bench_train
+
+    result = bench_train(args)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "story": cmd_story, "bench": cmd_bench}
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
+    parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_train, add_story, add_bench):
+        add(sub)
+    args = parser.parse_args(argv)
+    from model.bundle import BundleError
+    from model.vocab import UnknownCharacters
+    from train.corpus import CorpusError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (BundleError, CorpusError, UnknownCharacters, ValueError) as e:
+        print(f"quill {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The bundle: the one module that knows a trained model's files on disk.
+
+DIR/model.keras  a plain Keras 3 model of standard layers, no optimizer state
+DIR/vocab.json   the characters in id order and the normalisation used
+DIR/card.json    how it was trained and how good it is
+
+Bundles are written into a temporary sibling folder and renamed into place, so a reader never
+sees a half-written bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.vocab import Vocabulary
+
+MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.keras", "vocab.json", "card.json"
+
+
+class BundleError(ValueError):
+    """The bundle is missing, corrupted or inconsistent; the message says which file and why."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    vocab: Vocabulary
+    card: dict
+    model: object = None  # keras.Model, loaded only when asked for
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name") or self.path.name
+
+    @property
+    def card_hash(self) -> str:
+        return hashlib.sha256((self.path / CARD_FILE).read_bytes()).hexdigest()[:12]
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_bundle(directory, model, vocab: Vocabulary, card: dict) -> Path:
+    """Write model + vocab + card, replacing DIR's bundle files in one step each."""
+    import keras
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # A fresh copy of the network drops the optimizer state (not needed to generate).
+    plain = keras.Model.from_config(model.get_config())
+    plain.set_weights(model.get_weights())
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=directory))
+    try:
+        plain.save(staging / MODEL_FILE)
+        (staging / VOCAB_FILE).write_text(vocab.to_json() + "\n", encoding="utf-8")
+        write_json_atomic(staging / CARD_FILE, card)
+        check_consistent(plain, vocab, staging)
+        # The card goes last: a bundle whose card is there is complete.
+        for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
+            os.replace(staging / name, directory / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def read_metadata(directory) -> Bundle:
+    """Vocabulary and card only: cheap, and needs no Keras."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"model bundle not found: {directory} is not a folder")
+    for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
+        if not (directory / name).is_file():
+            raise BundleError(f"model bundle {directory} is incomplete: {name} is missing")
+    try:
+        vocab = Vocabulary.from_json((directory / VOCAB_FILE).read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"{directory / VOCAB_FILE} is corrupted: {e}") from None
+    try:
+        card = json.loads((directory / CARD_FILE).read_text(encoding="utf-8"))
+        if not isinstance(card, dict):
+            raise ValueError("expected a JSON object")
+    except ValueError as e:
+        raise BundleError(f"{directory / CARD_FILE} is corrupted: {e}") from None
+    if card.get("vocab_size", len(vocab)) != len(vocab):
+        raise BundleError(f"{directory} is inconsistent: card.json says {card['vocab_size']} characters, "
+                          f"vocab.json has {len(vocab)}")
+    return Bundle(directory, vocab, card)
+
+
+def load_bundle(directory) -> Bundle:
+    import keras
+
+    bundle = read_metadata(directory)
+    try:
+        bundle.model = keras.saving.load_model(bundle.path / MODEL_FILE, compile=False)
+    except Exception as e:  # keras raises many types for a damaged zip/h5
+        raise BundleError(f"{bundle.path / MODEL_FILE} cannot be loaded ({type(e).__name__}: {e})") from None
+    check_consistent(bundle.model, bundle.vocab, bundle.path)
+    return bundle
+
+
+def check_consistent(model, vocab: Vocabulary, where) -> None:
+    embedding = model.get_layer("embedding").input_dim
+    outputs = model.output_shape[-1]
+    if embedding != len(vocab) or outputs != len(vocab):
+        raise BundleError(f"{where} is inconsistent: vocab.json has {len(vocab)} characters but the "
+                          f"model takes {embedding} and outputs {outputs}")

@@ -1,0 +1,53 @@
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+WORDS = ("Harry Hermione Ron Snape Dumbledore wand castle owl potion spell broom dragon "
+         "looked said ran flew cast whispered opened found the a at with into over old dark "
+         "secret magic great small hall tower forest door letter").split()
+
+
+def make_text(n_sentences: int, seed: int = 0) -> str:
+    """Small, learnable text: random sentences over a fixed word list."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n_sentences):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 9))]
+        sentence = " ".join(words)
+        sentences.append(sentence[0].upper() + sentence[1:] + rng.choice(".!?"))
+    lines, line = [], ""
+    for s in sentences:
+        line = f"{line} {s}".strip()
+        if len(line) > 60:
+            lines.append(line)
+            line = ""
+    return "\n".join(lines + [line]) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "one.txt").write_text(make_text(600, seed=1), encoding="utf-8")
+    (folder / "two.txt").write_text(make_text(300, seed=2), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from train.config import TrainConfig
+
+    return TrainConfig(seq_length=50, batch_size=32, embedding=16, units=(48, 32), epochs=2,
+                       learning_rate=0.01, val_fraction=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_corpus, tiny_config, tmp_path_factory):
+    """A real bundle trained for 2 epochs on the tiny corpus (a few seconds on CPU)."""
+    from train.loop import train
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    train([tiny_corpus], out, tiny_config, name="tiny", log=lambda *a: None)
+    return out

@@ -1,0 +1,121 @@
+import json
+import math
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from model.bundle import BundleError, load_bundle, read_metadata
+from train.corpus import read_corpus, split
+
+
+def unigram_entropy_nats(text: str) -> float:
+    counts = Counter(text)
+    n = len(text)
+    return -sum(c / n * math.log(c / n) for c in counts.values())
+
+
+def test_two_epochs_beat_the_unigram_entropy(tiny_bundle, tiny_corpus, tiny_config):
+    card = json.loads((tiny_bundle / "card.json").read_text())
+    val_text = "".join(split(f.text, tiny_config.val_fraction)[1] for f in read_corpus([tiny_corpus]))
+    assert card["epochs_run"] == 2
+    assert card["val_loss_nats"] < unigram_entropy_nats(val_text)
+    assert card["val_bpc"] == pytest.approx(card["val_loss_nats"] / math.log(2))
+    assert [c["file"] for c in card["corpus"]] == ["one.txt", "two.txt"]
+    assert all(len(c["sha256"]) == 64 for c in card["corpus"])
+    for key in ("train_chars", "val_chars", "best_epoch", "train_loss_nats", "wall_seconds", "device",
+                "backend", "versions", "hyperparameters"):
+        assert key in card
+
+
+def test_bundle_is_plain_keras_and_reloads_to_identical_logits(tiny_bundle):
+    import keras
+
+    plain = keras.saving.load_model(tiny_bundle / "model.keras")  # no custom objects needed
+    assert getattr(plain, "optimizer", None) is None  # saved without optimizer state
+    bundle = load_bundle(tiny_bundle)
+    ids = bundle.vocab.encode(bundle.vocab.prepare("Harry looked at the castle."))[None, :]
+    np.testing.assert_array_equal(np.asarray(plain(ids)), np.asarray(bundle.model(ids)))
+
+
+def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tmp_path):
+    from train.loop import train
+
+    out = tmp_path / "run"
+    train([tiny_corpus], out, replace(tiny_config, epochs=1), log=lambda *a: None)
+    first = json.loads((out / "checkpoints" / "state.json").read_text())
+    train([tiny_corpus], out, replace(tiny_config, epochs=2), resume=True, log=lambda *a: None)
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+    assert state["steps"] == 2 * first["steps"]
+    assert state["history"][1]["loss"] < first["history"][0]["loss"]  # carried on, not restarted
+    import keras
+    last = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    assert int(last.optimizer.iterations.numpy()) == state["steps"]
+    assert json.loads((out / "card.json").read_text())["epochs_run"] == 2
+
+
+def test_max_steps_stops_mid_epoch_and_still_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):
+    from train.loop import train
+
+    out = tmp_path / "short"
+    train([tiny_corpus], out, replace(tiny_config, epochs=5, max_steps=3), log=lambda *a: None)
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 3 and card["epochs_run"] == 1
+    assert "max-steps" in card["stopped"]
+    load_bundle(out)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_corpus, tiny_config, tmp_path):
+    from train.loop import train
+
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train([tiny_corpus], tmp_path / "none", tiny_config, resume=True)
+
+
+def _copy(bundle, tmp_path):
+    import shutil
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target, ignore=shutil.ignore_patterns("checkpoints"))
+    return target
+
+
+def test_truncated_model_file_is_a_clear_error(tiny_bundle, tmp_path):
+    b = _copy(tiny_bundle, tmp_path)
+    data = (b / "model.keras").read_bytes()
+    (b / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="model.keras cannot be loaded"):
+        load_bundle(b)
+
+
+def test_vocab_that_disagrees_with_the_model_is_a_clear_error(tiny_bundle, tmp_path):
+    b = _copy(tiny_bundle, tmp_path)
+    vocab = json.loads((b / "vocab.json").read_text())
+    vocab["chars"] = vocab["chars"][:-1]
+    (b / "vocab.json").write_text(json.dumps(vocab))
+    card = json.loads((b / "card.json").read_text())
+    card.pop("vocab_size")
+    (b / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="inconsistent"):
+        load_bundle(b)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("vocab.json", "{not json", "vocab.json is corrupted"),
+    ("card.json", "[1, 2]", "card.json is corrupted"),
+])
+def test_corrupted_metadata_is_a_clear_error(tiny_bundle, tmp_path, name, content, message):
+    b = _copy(tiny_bundle, tmp_path)
+    (b / name).write_text(content)
+    with pytest.raises(BundleError, match=message):
+        read_metadata(b)
+
+
+def test_missing_bundle_file_is_a_clear_error(tiny_bundle, tmp_path):
+    b = _copy(tiny_bundle, tmp_path)
+    (b / "vocab.json").unlink()
+    with pytest.raises(BundleError, match="vocab.json is missing"):
+        read_metadata(b)
+    with pytest.raises(BundleError, match="not a folder"):
+        read_metadata(tmp_path / "nowhere")

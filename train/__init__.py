@@ -1,0 +1,1 @@
+"""Corpus -> validated, checkpointed training -> a model bundle."""

@@ -1,0 +1,229 @@
+"""The training loop: validation every epoch, checkpoints, early stopping, resume, time budget.
+
+Backend-neutral Keras 3 (no tf.*), so KERAS_BACKEND=jax trains on a GPU machine without TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from model.bundle import save_bundle, write_json_atomic
+from model.network import build_model
+from model.vocab import Vocabulary
+from train import dataset
+from train.config import TrainConfig
+from train.corpus import CorpusError, read_corpus
+
+LN2 = math.log(2)
+CHECKPOINTS = "checkpoints"
+LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
+
+
+def compile_model(model, config: TrainConfig):
+    optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm or None)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _save_atomic(path: Path, save) -> None:
+    # Keras picks the format from the suffix, so the temp name keeps it.
+    tmp = path.with_name(f".tmp-{path.name}")
+    save(tmp)
+    os.replace(tmp, path)
+
+
+class Progress(keras.callbacks.Callback):
+    """One status line: epoch, step, loss, chars/s, ETA; a summary line per epoch."""
+
+    def __init__(self, chars_per_step: int, steps_per_epoch: int, stream=sys.stderr):
+        super().__init__()
+        self.chars_per_step, self.steps, self.stream = chars_per_step, steps_per_epoch, stream
+        self.tty = stream.isatty()
+        self.last_print = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.start = epoch + 1, time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self.last_print < (0.5 if self.tty else 30):
+            return
+        self.last_print = now
+        done = batch + 1
+        rate = done * self.chars_per_step / max(now - self.start, 1e-9)
+        eta = (self.steps - done) * self.chars_per_step / max(rate, 1e-9)
+        line = (f"epoch {self.epoch} step {done}/{self.steps} loss {logs['loss']:.4f} "
+                f"{rate:,.0f} chars/s ETA {eta:.0f}s")
+        print(("\r" + line + "\x1b[K") if self.tty else line, end="" if self.tty else "\n",
+              file=self.stream, flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.tty:
+            print(file=self.stream)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Every epoch: full checkpoint (with optimizer) + state; best weights by validation loss;
+    early stopping; the time budget and --max-steps stop mid-epoch."""
+
+    def __init__(self, out: Path, state: dict, config: TrainConfig, started: float, steps_per_epoch: int):
+        super().__init__()
+        self.dir, self.state, self.config = out / CHECKPOINTS, state, config
+        self.started, self.steps_per_epoch = started, steps_per_epoch
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start, self.steps_done = time.monotonic(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps_done = batch + 1
+        self.state["steps"] += 1
+        c = self.config
+        if c.max_steps and self.state["steps"] >= c.max_steps:
+            self.state["stopped"] = f"--max-steps {c.max_steps} reached"
+        elif c.minutes and time.monotonic() - self.started >= c.minutes * 60:
+            self.state["stopped"] = f"--minutes {c.minutes:g} budget reached"
+        else:
+            return
+        self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        s = self.state
+        val = float(logs["val_loss"])
+        record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val,
+                  "val_bpc": val / LN2, "seconds": round(time.monotonic() - self.epoch_start, 1),
+                  "steps": self.steps_done, "partial": self.steps_done < self.steps_per_epoch}
+        s["history"].append(record)
+        s["epoch"] = epoch + 1
+        improved = s["best"] is None or val < s["best"]["val_loss"]
+        if improved:
+            s["best"] = record
+            _save_atomic(self.dir / BEST, self.model.save_weights)
+        elif epoch + 1 - s["best"]["epoch"] >= self.config.patience:
+            s["stopped"] = f"early stop: no better validation loss for {self.config.patience} epochs"
+            self.model.stop_training = True
+        _save_atomic(self.dir / LAST, self.model.save)
+        write_json_atomic(self.dir / STATE, s)
+        print(f"epoch {epoch + 1}: loss {record['loss']:.4f}  val {val:.4f} nats = {val / LN2:.3f} bits/char"
+              f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s", file=sys.stderr, flush=True)
+
+
+def describe_device() -> str:
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        d = jax.devices()[0]
+        return f"{d.platform}: {getattr(d, 'device_kind', d)}"
+    if backend == "tensorflow":
+        import tensorflow as tf  # only to name the device on the card
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"gpu: {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}"
+    return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    backend = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    if module:
+        out[module] = __import__(module).__version__
+    return out
+
+
+def train(corpus_paths, out, config: TrainConfig, resume: bool = False, name: str | None = None,
+          log=print) -> Path:
+    """Train on the corpus and write the bundle into `out`. Returns the bundle folder."""
+    out = Path(out)
+    state_path = out / CHECKPOINTS / STATE
+    if resume:
+        if not state_path.is_file():
+            raise ValueError(f"nothing to resume: {state_path} does not exist")
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        config = TrainConfig.from_dict({**state["config"], "epochs": config.epochs,
+                                        "max_steps": config.max_steps, "minutes": config.minutes})
+    config.check()
+    files = read_corpus(corpus_paths, config.encoding, typography=not config.keep_typography)
+    vocab = Vocabulary.from_text("".join(f.text for f in files), typography=not config.keep_typography)
+    corpus = [{"file": f.name, "sha256": f.sha256, "chars": len(f.text)} for f in files]
+    if resume and [c["sha256"] for c in corpus] != [c["sha256"] for c in state["corpus"]]:
+        raise CorpusError("--resume needs the same corpus files as the interrupted run "
+                          f"({', '.join(c['file'] for c in state['corpus'])})")
+    (train_x, train_y), (val_x, val_y), train_chars, val_chars = dataset.build(
+        files, vocab, config.seq_length, config.val_fraction)
+    log(f"corpus: {len(files)} file(s), {sum(c['chars'] for c in corpus):,} chars, vocabulary {len(vocab)}; "
+        f"train {train_chars:,} chars ({len(train_x):,} windows), validation {val_chars:,} chars "
+        f"({len(val_x):,} windows, last {config.val_fraction:.0%} of each file)")
+
+    keras.utils.set_random_seed(config.seed)
+    created_out = not out.exists()
+    if resume:
+        model = keras.saving.load_model(out / CHECKPOINTS / LAST)  # with optimizer state
+        log(f"resuming after epoch {state['epoch']} (best val {state['best']['val_bpc']:.3f} bits/char)")
+    else:
+        model = compile_model(build_model(len(vocab), **config.architecture()), config)
+        state = {"config": config.to_dict(), "corpus": corpus, "vocab": list(vocab.chars),
+                 "epoch": 0, "steps": 0, "history": [], "best": None, "stopped": None,
+                 "wall_seconds": 0.0}
+    state["stopped"] = None
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    started = time.monotonic()
+    callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch),
+                 Checkpointer(out, state, config, started, steps_per_epoch)]
+    try:
+        if state["epoch"] < config.epochs:
+            model.fit(train_x, train_y, batch_size=config.batch_size, epochs=config.epochs,
+                      initial_epoch=state["epoch"], validation_data=(val_x, val_y),
+                      shuffle=True, callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        state["stopped"] = "interrupted (Ctrl-C)"
+        log("\ninterrupted: writing the bundle from the best checkpoint")
+    except BaseException:
+        if created_out and state["epoch"] == 0:
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping was written
+        raise
+    state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.monotonic() - started
+    best_weights = out / CHECKPOINTS / BEST
+    if state["best"] is None:  # stopped before the first validation: measure what we have
+        val = float(model.evaluate(val_x, val_y, batch_size=config.batch_size, verbose=0))
+        state["best"] = {"epoch": 0, "loss": None, "val_loss": val, "val_bpc": val / LN2}
+    else:
+        model.load_weights(best_weights)  # restore the best epoch
+    write_json_atomic(state_path, state)
+    card = {
+        "name": name or out.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": config.architecture(),
+        "hyperparameters": config.to_dict(),
+        "vocab_size": len(vocab),
+        "corpus": corpus,
+        "train_chars": train_chars,
+        "val_chars": val_chars,
+        "epochs_run": state["epoch"],
+        "steps": state["steps"],
+        "best_epoch": state["best"]["epoch"],
+        "train_loss_nats": state["best"]["loss"],
+        "val_loss_nats": state["best"]["val_loss"],
+        "val_bpc": state["best"]["val_bpc"],
+        "stopped": state["stopped"] or f"{config.epochs} epochs done",
+        "history": state["history"],
+        "wall_seconds": round(state["wall_seconds"], 1),
+        "device": describe_device(),
+        "backend": keras.backend.backend(),
+        "versions": versions(),
+        "params": int(model.count_params()),
+    }
+    save_bundle(out, model, vocab, card)
+    log(f"bundle written to {out}: best epoch {card['best_epoch']}, validation "
+        f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char ({card['stopped']})")
+    return out
