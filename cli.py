@@ -66,20 +66,24 @@ def add_story(sub) -> None:
 
 
 def cmd_story(args) -> int:
-    import random
+    import asyncio
 
-    from model.bundle import load_bundle
-    from model.engine import NumpyEngine
-    from model.sampler import write_story
+    from model.client import StoryGenerator
+    from model.generator import GeneratorConfig, StoryRequest
 
-    if args.temperature <= 0:
-        raise ValueError("--temperature must be above 0")
-    if args.length < 1:
-        raise ValueError("--length must be at least 1")
-    bundle = load_bundle(args.model)
-    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    print(write_story(NumpyEngine(bundle.model), bundle.vocab, args.start, args.length,
-                      args.temperature, seed, args.top_k, args.top_p))
+    async def tell() -> None:
+        generator = StoryGenerator(GeneratorConfig(model=Path(args.model), max_length=max(args.length, 2000)))
+        request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p)
+        request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
+        await generator.start()
+        try:
+            async for event in generator.stream(request):
+                print(event.text, end="", flush=True)
+            print()
+        finally:
+            await generator.close()
+
+    asyncio.run(tell())
     return 0
 
 
@@ -96,7 +100,7 @@ def add_bench(sub) -> None:
     t.add_argument("--steps", type=int, default=20, help="timed steps per variant")
     t.add_argument("--epochs", type=int, default=0,
                    help="also train each variant this many epochs on the corpus and report validation loss")
-    t.add_argument("--json", action="store_true", help="print only the JSON")
+    t.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
 def cmd_bench(args) -> int:
@@ -105,7 +109,11 @@ def cmd_bench(args) -> int:
     from train.bench import bench_train
 
     result = bench_train(args)
-    print(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {json.dumps(value)}")
     return 0
 
 
@@ -120,12 +128,12 @@ def main(argv=None) -> int:
         add(sub)
     args = parser.parse_args(argv)
     from model.bundle import BundleError
-    from model.vocab import UnknownCharacters
+    from model.generator import GeneratorError
     from train.corpus import CorpusError
 
     try:
         return COMMANDS[args.command](args)
-    except (BundleError, CorpusError, UnknownCharacters, ValueError) as e:
+    except (BundleError, CorpusError, GeneratorError, ValueError) as e:
         print(f"quill {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -61,6 +61,8 @@ class _LSTM:
 class NumpyEngine:
     """Logits and next states for a batch of rows, from a Keras model built by model.network."""
 
+    name = "numpy"
+
     def __init__(self, model):
         import keras
 
@@ -110,3 +112,8 @@ class NumpyEngine:
             x, s = layer.step(xp, states[i])
             new_states.append(s)
         return x @ self.dense_kernel + self.dense_bias, new_states
+
+
+def make_engine(model):
+    """The fastest engine this machine has for the model."""
+    return NumpyEngine(model)

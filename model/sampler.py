@@ -8,23 +8,29 @@ CLOSING_QUOTES = "\"')"
 OVERRUN = 200  # a story never runs more than this past its target
 
 
-def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float,
-                top_k: int = 0, top_p: float = 1.0) -> int:
-    """Draw one id from a row of logits. Temperature divides the logits as in the seed recipe."""
-    z = logits.astype(np.float64) / temperature
-    if top_k and top_k < z.size:
-        kth = np.partition(z, -top_k)[-top_k]
-        z = np.where(z < kth, -np.inf, z)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p)
-        keep = np.cumsum(p[order]) - p[order] < top_p  # smallest set reaching top_p
-        mask = np.zeros_like(p, dtype=bool)
-        mask[order[keep]] = True
-        p = np.where(mask, p, 0.0)
-        p /= p.sum()
-    return int(rng.choice(p.size, p=p))
+def sample_rows(logits: np.ndarray, uniforms: np.ndarray, temperature: np.ndarray,
+                top_k: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    """Draw one id per row. Each row uses only its own logits, settings and uniform draw, so a
+    row's choice never depends on which other rows share the batch.
+
+    temperature divides the logits (the seed recipe's "scaling"); top_k keeps the k likeliest
+    (0: all); top_p keeps the smallest set whose probability reaches p (1: all)."""
+    z = logits.astype(np.float64) / temperature[:, None]
+    rows = np.arange(len(z))
+    limited = (top_k > 0) & (top_k < z.shape[1])
+    if limited.any():
+        kth = -np.sort(-z, axis=1)[rows, np.clip(top_k - 1, 0, z.shape[1] - 1)]
+        z = np.where(limited[:, None] & (z < kth[:, None]), -np.inf, z)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    nucleus = top_p < 1.0
+    if nucleus.any():
+        sorted_p = -np.sort(-p, axis=1)
+        before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the likelier ones
+        smallest_kept = np.where(before < top_p[:, None], sorted_p, np.inf).min(axis=1)
+        p = np.where(nucleus[:, None] & (p < smallest_kept[:, None]), 0.0, p)
+    cdf = np.cumsum(p, axis=1)
+    return np.argmax(cdf > (uniforms * cdf[:, -1])[:, None], axis=1)
 
 
 class StoryEnd:
@@ -57,16 +63,3 @@ class StoryEnd:
                 text = text[:cut]
         return text.rstrip()
 
-
-def write_story(engine, vocab, start: str, length: int, temperature: float, seed: int,
-                top_k: int = 0, top_p: float = 1.0) -> str:
-    """One story on one row: prime the prompt, then sample until StoryEnd says stop."""
-    rng = np.random.default_rng(seed)
-    ids = vocab.encode(vocab.prepare(start))
-    logits, state = engine.prime(ids, engine.zero_state(1))
-    end, text = StoryEnd(length), start
-    while not end.done(text):
-        nxt = sample_next(logits[0], rng, temperature, top_k, top_p)
-        text += vocab.chars[nxt]
-        logits, state = engine.step([nxt], state)
-    return end.finish(text)

@@ -1,0 +1,198 @@
+"""The story generator: requests, their validation, and the process that writes every story.
+
+One process loads the bundle and serves all requests. Each request owns one row of the batch:
+its state starts at zero, its prompt is primed in one call, then every step samples one
+character for all active rows together. Rows join and leave between steps (continuous
+batching). This module imports no Keras at import time; only the process does.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from model.sampler import StoryEnd, sample_rows
+from model.vocab import UnknownCharacters, Vocabulary
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    model: Path
+    max_batch: int = 64  # rows written at once
+    queue_size: int = 32  # requests that may wait for a row; more -> GeneratorBusy
+    max_length: int = 2000
+    max_prompt: int = 500
+    max_temperature: float = 5.0
+    timeout: float = 120.0  # seconds per request, waiting included
+    flush_chars: int = 64  # stream a chunk when this much text is ready...
+    flush_seconds: float = 0.1  # ...or this long after the last one
+
+
+class GeneratorError(Exception):
+    """A request could not be served; the message is fit to show a user."""
+
+
+class InvalidRequest(GeneratorError, ValueError):
+    pass
+
+
+class GeneratorBusy(GeneratorError):
+    def __init__(self, waiting: int):
+        self.waiting = waiting
+        super().__init__(f"the storyteller is busy: {waiting} stories are already waiting; try again shortly")
+
+
+class GeneratorUnavailable(GeneratorError):
+    pass
+
+
+class StoryTimeout(GeneratorError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoryRequest:
+    start: str
+    length: int = 1000  # target length of the whole tale, start included
+    temperature: float = 0.5
+    seed: int | None = None  # None: a random one, reported with the story
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
+        """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest."""
+        if not isinstance(self.start, str) or not self.start.strip():
+            raise InvalidRequest("the start text is empty")
+        if len(self.start) > config.max_prompt:
+            raise InvalidRequest(f"the start text is {len(self.start):,} characters; "
+                                 f"the most is {config.max_prompt}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and 0 < self.temperature <= config.max_temperature):
+            raise InvalidRequest(f"temperature must be above 0 and at most {config.max_temperature:g} "
+                                 f"(got {self.temperature})")
+        if not isinstance(self.length, int) or not 1 <= self.length <= config.max_length:
+            raise InvalidRequest(f"length must be between 1 and {config.max_length} characters (got {self.length})")
+        if self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise InvalidRequest("top_k must be 0 or more and top_p in (0, 1]")
+        try:
+            start = vocab.prepare(self.start)
+        except UnknownCharacters as e:
+            raise InvalidRequest(str(e)) from None
+        seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
+        return replace(self, start=start, seed=seed)
+
+
+@dataclass(frozen=True)
+class Story:
+    text: str
+    request: StoryRequest
+    seconds: float
+    model: str
+    card_hash: str
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+
+class _Row:
+    def __init__(self, rid: int, request: StoryRequest, flush_seconds: float):
+        self.rid, self.request = rid, request
+        self.rng = np.random.default_rng(request.seed)
+        self.end = StoryEnd(request.length)
+        self.text = request.start
+        self.sent = 0  # characters already streamed
+        self.last_flush = time.monotonic() - flush_seconds  # the first word goes out at once
+
+
+class Scheduler:
+    """Continuous batching over an engine. Rows are kept compact: row i of every array is
+    self.rows[i]."""
+
+    def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1):
+        self.engine, self.vocab = engine, vocab
+        self.flush_chars, self.flush_seconds = flush_chars, flush_seconds
+        self.rows: list[_Row] = []
+        self.logits = np.zeros((0, engine.vocab_size), np.float32)
+        self.states = engine.zero_state(0)
+        self.settings = np.zeros((0, 3))  # temperature, top_k, top_p
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    def add(self, rid: int, request: StoryRequest) -> None:
+        """A fresh zero state for the new row, and its prompt primed in one call."""
+        logits, state = self.engine.prime(self.vocab.encode(request.start), self.engine.zero_state(1))
+        self.rows.append(_Row(rid, request, self.flush_seconds))
+        self.logits = np.concatenate([self.logits, logits])
+        self.states = [np.concatenate([a, b]) for a, b in zip(self.states, state)]
+        self.settings = np.concatenate([self.settings, [[request.temperature, request.top_k, request.top_p]]])
+
+    def cancel(self, rid: int) -> None:
+        self._keep(np.array([row.rid != rid for row in self.rows], bool))
+
+    def step(self) -> list[tuple]:
+        """Sample one character for every row; returns ("chunk", rid, text) and ("done", rid, story)."""
+        if not self.rows:
+            return []
+        uniforms = np.array([row.rng.random() for row in self.rows])
+        ids = sample_rows(self.logits, uniforms, self.settings[:, 0], self.settings[:, 1].astype(int),
+                          self.settings[:, 2])
+        out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()
+        for i, (row, nxt) in enumerate(zip(self.rows, ids)):
+            row.text += self.vocab.chars[nxt]
+            if row.end.done(row.text):
+                out.append(("done", row.rid, row.end.finish(row.text)))
+                keep[i] = False
+            elif now - row.last_flush >= self.flush_seconds or len(row.text) - row.sent >= self.flush_chars:
+                # Stream whole words only: the hard length limit may still cut a partial one.
+                upto = max(row.text.rfind(" "), row.text.rfind("\n")) + 1
+                if upto > row.sent:
+                    out.append(("chunk", row.rid, row.text[row.sent:upto]))
+                    row.sent, row.last_flush = upto, now
+        self._keep(keep)
+        if self.rows:
+            self.logits, self.states = self.engine.step(ids[keep], self.states)
+        return out
+
+    def _keep(self, keep: np.ndarray) -> None:
+        if keep.all():
+            return
+        self.rows = [row for row, k in zip(self.rows, keep) if k]
+        self.logits, self.settings = self.logits[keep], self.settings[keep]
+        self.states = [s[keep] for s in self.states]
+
+
+def serve(config: GeneratorConfig, inbox, outbox) -> None:
+    """The generator process: ("start", rid, request) / ("cancel", rid) / ("stop",) in;
+    ("ready", info) / ("chunk", rid, text) / ("done", rid, text) / ("error", rid, message) out."""
+    from model.bundle import load_bundle
+    from model.engine import make_engine
+
+    bundle = load_bundle(config.model)
+    engine = make_engine(bundle.model)
+    scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds)
+    outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
+    while True:
+        try:
+            while not scheduler.active or inbox.poll():
+                message = inbox.recv()  # blocks only while idle
+                if message[0] == "stop":
+                    return
+                if message[0] == "cancel":
+                    scheduler.cancel(message[1])
+                else:
+                    _, rid, request = message
+                    try:
+                        scheduler.add(rid, request)
+                    except (UnknownCharacters, ValueError) as e:
+                        outbox.send(("error", rid, str(e)))
+            for item in scheduler.step():
+                outbox.send(item)
+        except (EOFError, BrokenPipeError, KeyboardInterrupt):
+            return  # the client is gone
