@@ -1,0 +1,238 @@
+import asyncio
+import os
+import signal
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from model.bundle import load_bundle
+from model.client import StoryGenerator
+from model.engine import NumpyEngine
+from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailable, InvalidRequest, Scheduler,
+                             StoryRequest, StoryTimeout)
+from model.sampler import OVERRUN, StoryEnd, sample_rows
+
+PROMPT = "Harry looked at the old castle. "
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def engine(bundle):
+    return NumpyEngine(bundle.model)
+
+
+def run_alone(engine, vocab, request):
+    scheduler = Scheduler(engine, vocab)
+    scheduler.add(1, request)
+    while True:
+        for kind, rid, text in scheduler.step():
+            if kind == "done":
+                return text
+
+
+# -- engine ------------------------------------------------------------------------------------
+def test_numpy_engine_agrees_with_model_keras(bundle, engine):
+    ids = bundle.vocab.encode(PROMPT)
+    expected = np.asarray(bundle.model(ids[None, :]))[0]  # (T, vocab)
+    state = engine.zero_state(1)
+    for t, i in enumerate(ids):
+        logits, state = engine.step([i], state)
+        np.testing.assert_allclose(logits[0], expected[t], atol=1e-4)
+    primed, _ = engine.prime(ids, engine.zero_state(1))
+    np.testing.assert_allclose(primed[0], expected[-1], atol=1e-4)
+
+
+def test_lstm_engine_agrees_with_keras():
+    from model.network import build_model
+
+    model = build_model(20, 8, (16, 12), cell="lstm")
+    ids = np.arange(20, dtype=np.int32)
+    expected = np.asarray(model(ids[None, :]))[0, -1]
+    engine = NumpyEngine(model)
+    logits, _ = engine.prime(ids, engine.zero_state(1))
+    np.testing.assert_allclose(logits[0], expected, atol=1e-4)
+
+
+# -- sampling and length -----------------------------------------------------------------------
+def test_low_temperature_approaches_greedy(bundle):
+    logits = np.asarray(bundle.model(bundle.vocab.encode(PROMPT * 4)[None, :]))[0]
+    rng = np.random.default_rng(0)
+    n = len(logits)
+    picks = sample_rows(logits, rng.random(n), np.full(n, 0.05), np.zeros(n, int), np.ones(n))
+    hot = sample_rows(logits, rng.random(n), np.full(n, 1.5), np.zeros(n, int), np.ones(n))
+    greedy = logits.argmax(axis=1)
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1.0  # a clear favourite: at T=0.05 the rest have p < 1e-6
+    assert clear.sum() > n // 4
+    assert (picks[clear] == greedy[clear]).all()
+    assert (picks == greedy).mean() > 0.9
+    assert (hot == greedy).mean() < (picks == greedy).mean()
+
+
+def test_top_k_and_top_p_restrict_choices():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 2000))
+    u = np.random.default_rng(1).random(2000)
+    ones = np.ones(2000)
+    assert set(sample_rows(logits, u, ones, np.full(2000, 2), ones)) == {0, 1}
+    assert set(sample_rows(logits, u, ones, np.zeros(2000, int), np.full(2000, 0.7))) == {0, 1}
+    assert set(sample_rows(logits, u, ones, np.zeros(2000, int), ones)) == {0, 1, 2, 3}
+
+
+def test_story_end_rule():
+    end = StoryEnd(100)
+    assert not end.done("word " * 16 + "end. ")  # 85 chars: below 90 % of the target
+    assert end.done("x" * 91 + ". ")
+    assert end.done("x" * 91 + '!" ')  # closing quote kept
+    assert not end.done("x" * 91 + ".x")  # "Mr.X", decimals: not a sentence end
+    assert end.done("x" * 300)
+    assert end.finish("word " * 59 + "unfinishe") == ("word " * 59).rstrip()  # never mid-word
+
+
+def test_stories_respect_length_rule(engine, bundle):
+    for seed in range(5):
+        text = run_alone(engine, bundle.vocab, StoryRequest(PROMPT, 300, 0.8, seed))
+        assert 270 <= len(text) <= 300 + OVERRUN
+        assert text[-1] in ".!?\"')" or len(text) > 300
+
+
+# -- scheduler: continuous batching ------------------------------------------------------------
+def test_same_seed_same_story_alone_and_in_a_crowd(engine, bundle):
+    request = StoryRequest(PROMPT, 400, 0.7, seed=42)
+    alone = run_alone(engine, bundle.vocab, request)
+    assert run_alone(engine, bundle.vocab, request) == alone
+    scheduler = Scheduler(engine, bundle.vocab)
+    for rid in range(10):  # ten others, already mid-story, different settings
+        scheduler.add(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
+    for _ in range(37):
+        scheduler.step()
+    scheduler.add(1, request)
+    texts = {}
+    while 1 not in texts:
+        for kind, rid, text in scheduler.step():
+            if kind == "done":
+                texts[rid] = text
+    assert texts[1] == alone
+
+
+def test_cancel_frees_the_row(engine, bundle):
+    scheduler = Scheduler(engine, bundle.vocab)
+    scheduler.add(1, StoryRequest(PROMPT, 1000, seed=1))
+    scheduler.add(2, StoryRequest(PROMPT, 1000, seed=2))
+    scheduler.step()
+    scheduler.cancel(1)
+    assert [row.rid for row in scheduler.rows] == [2] and scheduler.states[0].shape[0] == 1
+
+
+# -- validation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("change, message", [
+    ({"temperature": 0}, "temperature"), ({"temperature": -1}, "temperature"),
+    ({"temperature": 1e9}, "temperature"), ({"temperature": float("nan")}, "temperature"),
+    ({"length": 0}, "length"), ({"length": 2001}, "length"),
+    ({"start": ""}, "empty"), ({"start": "   "}, "empty"), ({"start": "Harry " * 2000}, "12,000 characters"),
+    ({"start": "Harry \u2603"}, "'\u2603'"), ({"top_p": 0}, "top_p"),
+])
+def test_invalid_requests_are_refused_clearly(bundle, tiny_bundle, change, message):
+    config = GeneratorConfig(model=tiny_bundle)
+    with pytest.raises(InvalidRequest, match=message):
+        replace(StoryRequest("Harry"), **change).validated(bundle.vocab, config)
+
+
+# -- the process and its client ----------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def generator(tiny_bundle):
+    gen = StoryGenerator(GeneratorConfig(model=tiny_bundle, max_batch=4, queue_size=2, timeout=30))
+    await gen.start()
+    yield gen
+    await gen.close()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_client_streams_deterministic_stories(generator):
+    request = StoryRequest(PROMPT, 500, 0.7, seed=7)
+    chunks = []
+    async for event in generator.stream(request):
+        chunks.append(event)
+    story = chunks[-1].story
+    assert story is not None and "".join(e.text for e in chunks) == story.text
+    assert len(chunks) > 2  # streamed, not one block
+    others = [generator.generate(StoryRequest("Ron " + "said " * i, 600, 0.9, seed=i)) for i in range(5)]
+    again, *_ = await asyncio.gather(generator.generate(request), *others)
+    assert again.text == story.text and again.seed == 7
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_queue_full_is_busy_with_positions(generator):
+    os.kill(generator.pid, signal.SIGSTOP)  # freeze the writer so the line fills up deterministically
+    try:
+        streams = [generator.stream(StoryRequest(PROMPT, 300, seed=i)) for i in range(6)]
+        firsts = []
+        for s in streams:
+            firsts.append(asyncio.ensure_future(anext(s)))
+        await asyncio.sleep(0.05)
+        positions = [f.result().position for f in firsts[4:]]
+        assert positions == [1, 2]  # four rows busy, two waiting
+        with pytest.raises(GeneratorBusy, match="2 stories are already waiting"):
+            await generator.generate(StoryRequest(PROMPT, 300))
+    finally:
+        os.kill(generator.pid, signal.SIGCONT)
+    await asyncio.gather(*firsts)
+    for s in streams:
+        async for event in s:
+            last = event
+        assert last.story is not None
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_timeout(generator, tiny_bundle):
+    os.kill(generator.pid, signal.SIGSTOP)
+    original = generator.config
+    generator.config = replace(original, timeout=0.3)
+    try:
+        with pytest.raises(StoryTimeout, match="longer than 0.3 s"):
+            await generator.generate(StoryRequest(PROMPT, 300))
+    finally:
+        generator.config = original
+        os.kill(generator.pid, signal.SIGCONT)
+    assert (await generator.generate(StoryRequest(PROMPT, 200))).text
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancel_frees_row_at_once(generator):
+    os.kill(generator.pid, signal.SIGSTOP)
+    tasks = [asyncio.create_task(generator.generate(StoryRequest(PROMPT, 1500, seed=i))) for i in range(4)]
+    await asyncio.sleep(0.05)
+    assert generator.waiting == 0 and len(generator._running) == 4
+    tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[0]
+    assert len(generator._running) == 3
+    late = generator.stream(StoryRequest(PROMPT, 200, seed=9))
+    os.kill(generator.pid, signal.SIGCONT)
+    first = await anext(late)
+    assert first.position == 0  # got the freed row without waiting
+    async for _ in late:
+        pass
+    await asyncio.gather(*tasks[1:])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_killed_generator_fails_clearly_then_recovers(generator):
+    pid = generator.pid
+    stream = generator.stream(StoryRequest(PROMPT, 2000, seed=3))
+    await anext(stream)  # mid-story
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(GeneratorUnavailable, match="stopped unexpectedly"):
+        async for _ in stream:
+            pass
+    await generator.wait_ready(60)
+    assert generator.pid != pid
+    story = await generator.generate(StoryRequest(PROMPT, 300, seed=3))
+    assert len(story.text) >= 270
