@@ -101,14 +101,21 @@ def add_bench(sub) -> None:
     t.add_argument("--epochs", type=int, default=0,
                    help="also train each variant this many epochs on the corpus and report validation loss")
     t.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
+    g = bench.add_parser("generate", help="story generation: our generator vs the seed's per-char loop")
+    g.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR")
+    g.add_argument("--length", type=int, default=1000, help="story length in characters")
+    g.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
 def cmd_bench(args) -> int:
     import json
 
-    from train.bench import bench_train
-
-    result = bench_train(args)
+    if args.bench == "train":
+        from train.bench import bench_train
+        result = bench_train(args)
+    else:
+        from model.bench import bench_generate
+        result = bench_generate(Path(args.model), args.length)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

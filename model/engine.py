@@ -16,6 +16,10 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -_SIGMOID_CLIP, _SIGMOID_CLIP)))
 
 
+class _NumpyMath:
+    sigmoid, tanh, concatenate = staticmethod(_sigmoid), staticmethod(np.tanh), staticmethod(np.concatenate)
+
+
 class _GRU:
     def __init__(self, kernel, recurrent, bias):
         self.units = recurrent.shape[0]
@@ -29,12 +33,12 @@ class _GRU:
     def project(self, x):
         return x @ self.kernel + self.input_bias
 
-    def step(self, xp, h):
+    def step(self, xp, h, m=_NumpyMath):
         u = self.units
         hp = h @ self.recurrent + self.recurrent_bias
-        z = _sigmoid(xp[:, :u] + hp[:, :u])
-        r = _sigmoid(xp[:, u:2 * u] + hp[:, u:2 * u])
-        candidate = np.tanh(xp[:, 2 * u:] + r * hp[:, 2 * u:])
+        z = m.sigmoid(xp[:, :u] + hp[:, :u])
+        r = m.sigmoid(xp[:, u:2 * u] + hp[:, u:2 * u])
+        candidate = m.tanh(xp[:, 2 * u:] + r * hp[:, 2 * u:])
         h = z * h + (1.0 - z) * candidate
         return h, h
 
@@ -48,20 +52,21 @@ class _LSTM:
     def project(self, x):
         return x @ self.kernel + self.input_bias
 
-    def step(self, xp, state):
+    def step(self, xp, state, m=_NumpyMath):
         u = self.units
         h, c = state[:, :u], state[:, u:]
         g = xp + h @ self.recurrent
-        i, f, o = _sigmoid(g[:, :u]), _sigmoid(g[:, u:2 * u]), _sigmoid(g[:, 3 * u:])
-        c = f * c + i * np.tanh(g[:, 2 * u:3 * u])
-        h = o * np.tanh(c)
-        return h, np.concatenate([h, c], axis=1)
+        i, f, o = m.sigmoid(g[:, :u]), m.sigmoid(g[:, u:2 * u]), m.sigmoid(g[:, 3 * u:])
+        c = f * c + i * m.tanh(g[:, 2 * u:3 * u])
+        h = o * m.tanh(c)
+        return h, m.concatenate([h, c], axis=1)
 
 
 class NumpyEngine:
     """Logits and next states for a batch of rows, from a Keras model built by model.network."""
 
     name = "numpy"
+    math = _NumpyMath
 
     def __init__(self, model):
         import keras
@@ -98,7 +103,7 @@ class NumpyEngine:
             xp = self.input_table[np.asarray(ids)] if i == 0 else layer.project(x)
             s, outputs = state[i], []
             for t in range(len(xp)):
-                h, s = layer.step(xp[t:t + 1], s)
+                h, s = layer.step(xp[t:t + 1], s, self.math)
                 outputs.append(h)
             x = np.concatenate(outputs)
             new_state.append(s)
@@ -109,11 +114,81 @@ class NumpyEngine:
         for i, layer in enumerate(self.layers):
             if i:
                 xp = layer.project(x)
-            x, s = layer.step(xp, states[i])
+            x, s = layer.step(xp, states[i], self.math)
             new_states.append(s)
         return x @ self.dense_kernel + self.dense_bias, new_states
 
 
-def make_engine(model):
-    """The fastest engine this machine has for the model."""
+class DeviceEngine(NumpyEngine):
+    """The same step compiled for an accelerator through Keras' backend (jax.jit on JAX,
+    an XLA tf.function on TensorFlow). Weights live on the device; logits and states come back
+    as numpy arrays because sampling and row bookkeeping happen on the host."""
+
+    name = "device"
+
+    def __init__(self, model):
+        import keras
+
+        super().__init__(model)
+        ops = keras.ops
+        to_device = ops.convert_to_tensor
+        for layer in self.layers:
+            for attr in ("kernel", "recurrent", "input_bias", "recurrent_bias"):
+                if hasattr(layer, attr):
+                    setattr(layer, attr, to_device(getattr(layer, attr)))
+        self.input_table = to_device(self.input_table)
+        self.dense_kernel, self.dense_bias = to_device(self.dense_kernel), to_device(self.dense_bias)
+        self.math = _KerasMath(ops)
+        self._compiled = _compile(keras.backend.backend(), lambda xp_, *states: self._device_run(xp_, states))
+
+    def _device_run(self, xp, states):
+        logits, new_states = NumpyEngine._run(self, xp, list(states))
+        return (logits, *new_states)
+
+    def step(self, ids, states):
+        import keras
+
+        xp = keras.ops.take(self.input_table, keras.ops.convert_to_tensor(np.asarray(ids, np.int32)), axis=0)
+        logits, *states = self._compiled(xp, *states)
+        return np.asarray(logits), [np.asarray(s) for s in states]
+
+    def prime(self, ids, state):
+        logits = None
+        for i in ids:  # one compiled step per prompt character keeps a single compiled shape family
+            logits, state = self.step([i], state)
+        return logits, state
+
+
+class _KerasMath:
+    def __init__(self, ops):
+        self.sigmoid, self.tanh, self.concatenate = ops.sigmoid, ops.tanh, ops.concatenate
+
+
+def _compile(backend: str, fn):
+    if backend == "jax":
+        import jax
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+    return fn
+
+
+def has_accelerator() -> bool:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        return any(d.platform != "cpu" for d in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def make_engine(model, device: str = "auto"):
+    """The fastest engine this machine has: the compiled device step on a GPU, numpy on a CPU."""
+    if device == "device" or (device == "auto" and has_accelerator()):
+        return DeviceEngine(model)
     return NumpyEngine(model)

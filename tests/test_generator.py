@@ -236,3 +236,18 @@ async def test_killed_generator_fails_clearly_then_recovers(generator):
     assert generator.pid != pid
     story = await generator.generate(StoryRequest(PROMPT, 300, seed=3))
     assert len(story.text) >= 270
+
+
+def test_device_engine_agrees_with_model_keras(bundle, engine):
+    """The compiled backend step (what runs on a GPU) matches model.keras; here it runs on the CPU."""
+    from model.engine import DeviceEngine
+
+    device = DeviceEngine(bundle.model)
+    ids = bundle.vocab.encode(PROMPT)
+    expected = np.asarray(bundle.model(ids[None, :]))[0, -1]
+    logits, state = device.prime(ids, device.zero_state(1))
+    np.testing.assert_allclose(logits[0], expected, atol=1e-4)
+    batch_ids = ids[:3]
+    np_logits, _ = engine.step(batch_ids, engine.zero_state(3))
+    dev_logits, _ = device.step(batch_ids, device.zero_state(3))
+    np.testing.assert_allclose(dev_logits, np_logits, atol=1e-4)

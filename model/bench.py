@@ -1,0 +1,109 @@
+"""`quill bench generate`: the seed's sampling loop next to our generator, on one bundle, in one run."""
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from model.client import StoryGenerator
+from model.generator import GeneratorConfig, StoryRequest
+
+PROMPT = "Harry looked at the castle and "
+
+
+def seed_loop_chars_per_s(model_dir: Path, chars: int = 200, temperature: float = 0.5) -> float:
+    """The article's loop on Keras 3: one eager model call per character at batch 1, then
+    tf.random.categorical. (Keras 3 has no stateful reset, so the state is passed explicitly.)"""
+    import keras
+    import tensorflow as tf
+
+    from model.bundle import load_bundle
+
+    bundle = load_bundle(model_dir)
+    recurrent = [l for l in bundle.model.layers if isinstance(l, (keras.layers.GRU, keras.layers.LSTM))]
+    ids = keras.Input(shape=(None,), dtype="int32")
+    states_in = [keras.Input(shape=(l.units,)) for l in recurrent]
+    x = bundle.model.get_layer("embedding")(ids)
+    states_out = []
+    for layer, state in zip(recurrent, states_in):
+        twin = keras.layers.GRU(layer.units, return_sequences=True, return_state=True)
+        x, h = twin(x, initial_state=state)
+        twin.set_weights(layer.get_weights())
+        states_out.append(h)
+    logits = bundle.model.get_layer("logits")(x)
+    step = keras.Model([ids, *states_in], [logits, *states_out])
+    vocab = bundle.vocab
+    states = [np.zeros((1, l.units), np.float32) for l in recurrent]
+    out, *states = step([tf.constant(vocab.encode(PROMPT)[None, :]), *(tf.constant(s) for s in states)])  # priming is not what the seed is slow at
+    start = time.perf_counter()
+    for _ in range(chars):
+        predictions = out[:, -1, :] / temperature
+        nxt = tf.random.categorical(predictions, num_samples=1)[-1, 0].numpy()
+        out, *states = step([tf.constant([[nxt]], tf.int32), *states])
+    return chars / (time.perf_counter() - start)
+
+
+async def _measure(model_dir: Path, length: int) -> dict:
+    generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600))
+    await generator.start()
+    try:
+        result = {"engine": generator.info.get("engine"), "story_length": length}
+        await generator.generate(StoryRequest(PROMPT, length, seed=0))  # warm-up
+
+        async def one(seed: int) -> tuple[int, float]:
+            t = time.perf_counter()
+            story = await generator.generate(StoryRequest(PROMPT, length, seed=seed))
+            return len(story.text) - len(PROMPT), time.perf_counter() - t
+
+        single = [await one(s) for s in range(3)]
+        result["one_request_chars_per_s"] = round(statistics.median(c / s for c, s in single))
+        result["one_request_story_seconds"] = round(statistics.median(s for _, s in single), 3)
+        for n in (8, 32, 64):
+            t = time.perf_counter()
+            runs = await asyncio.gather(*(one(1000 + i) for i in range(n)))
+            wall = time.perf_counter() - t
+            result[f"aggregate_{n}_chars_per_s"] = round(sum(c for c, _ in runs) / wall)
+            if n == 32:
+                latencies = sorted(s for _, s in runs)
+                result["latency_32_p50_s"] = round(statistics.median(latencies), 3)
+                result["latency_32_p95_s"] = round(latencies[int(0.95 * (len(latencies) - 1))], 3)
+        firsts = []
+        for seed in range(5):
+            t = time.perf_counter()
+            async for event in generator.stream(StoryRequest(PROMPT, length, seed=seed)):
+                if event.text and len(firsts) <= seed:
+                    firsts.append(time.perf_counter() - t)
+        result["first_chunk_idle_ms"] = round(1000 * statistics.median(firsts), 1)
+        result["generator_peak_rss_mb"] = _peak_rss_mb(generator.pid)
+        return result
+    finally:
+        await generator.close()
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def bench_generate(model_dir: Path, length: int = 1000) -> dict:
+    import keras
+
+    result = {"model": str(model_dir), "backend": keras.backend.backend()}
+    result.update(asyncio.run(_measure(model_dir, length)))
+    if keras.backend.backend() == "tensorflow":
+        seed = seed_loop_chars_per_s(model_dir)
+        result["seed_loop_chars_per_s"] = round(seed, 1)
+        for key in ("one_request_chars_per_s", "aggregate_8_chars_per_s", "aggregate_32_chars_per_s",
+                    "aggregate_64_chars_per_s"):
+            result[f"ratio_{key.removesuffix('_chars_per_s')}_vs_seed"] = round(result[key] / seed, 1)
+    else:
+        result["seed_loop_chars_per_s"] = "needs the TensorFlow backend (tf.random.categorical)"
+    return result
