@@ -1,0 +1,67 @@
+"""/gallery, /tale show, /tale remove: a server's saved tales, and only that server's."""
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.story import StoryView, tale_embed
+from bot.errors import NO_MENTIONS, MemberError
+from bot.views import Paginator
+
+SNIPPET = 180
+
+
+class GalleryCog(commands.Cog):
+    tale = app_commands.Group(name="tale", description="One tale of this server", guild_only=True)
+
+    def __init__(self, bot):
+        self.bot = bot
+
+    @app_commands.command(name="gallery", description="The best tales of this server")
+    @app_commands.describe(sort="top: most 👍 first; new: latest first", author="Only this member's tales")
+    @app_commands.guild_only()
+    async def gallery(self, interaction: discord.Interaction, sort: Literal["top", "new"] = "top",
+                      author: discord.User | None = None):
+        guild_id = interaction.guild_id
+        store = self.bot.gallery
+
+        async def page(number: int) -> tuple[discord.Embed, int]:
+            tales, pages = await store.page(guild_id, number, sort, author.id if author else None)
+            title = f"Gallery: {'top' if sort == 'top' else 'newest'} tales" + (
+                f" by {author.display_name}" if author else "")
+            embed = discord.Embed(title=title, colour=0x7F0909)
+            if not tales:
+                embed.description = "No tales saved yet. Write one with /story and press **Save to gallery**."
+            for t in tales:
+                snippet = t.text if len(t.text) <= SNIPPET else t.text[:SNIPPET].rsplit(" ", 1)[0] + " …"
+                embed.add_field(name=f"#{t.id} · {t.start[:80]} · 👍 {t.votes}",
+                                value=f"{snippet}\n— {t.author_name}", inline=False)
+            embed.set_footer(text=f"page {min(number, pages - 1) + 1} of {pages}")
+            return embed, pages
+
+        await Paginator(interaction.user.id, page).start(interaction)
+
+    @tale.command(name="show", description="Show one tale by its number")
+    @app_commands.describe(id="The tale's number (#id in its footer)")
+    async def show(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
+        found = await self.bot.gallery.get(interaction.guild_id, id)
+        story_cog = self.bot.get_cog("StoryCog")
+        await interaction.response.send_message(embed=tale_embed(found), view=StoryView(story_cog, found),
+                                                allowed_mentions=NO_MENTIONS)
+
+    @tale.command(name="remove", description="Remove a tale (its author, or members with Manage Messages)")
+    @app_commands.describe(id="The tale's number (#id in its footer)")
+    async def remove(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
+        found = await self.bot.gallery.get(interaction.guild_id, id)
+        if found.author_id != interaction.user.id and not interaction.permissions.manage_messages:
+            raise MemberError("Only the tale's author or members with Manage Messages can remove it.")
+        await self.bot.gallery.remove(interaction.guild_id, id)
+        await interaction.response.send_message(f"Tale #{id} was removed.", ephemeral=True,
+                                                allowed_mentions=NO_MENTIONS)
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(GalleryCog(bot))

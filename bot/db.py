@@ -1,0 +1,226 @@
+"""The database: the one module that knows the schema. Versioned migrations run at start;
+every write is one transaction; every tale query filters by guild."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import aiosqlite
+
+# Append only: a released migration never changes; schema_version records the last applied.
+MIGRATIONS = [
+    """
+    CREATE TABLE guild_settings (
+        guild_id INTEGER PRIMARY KEY,
+        temperature REAL NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
+        story_length INTEGER NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
+        cooldown_seconds INTEGER NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
+        channel_id INTEGER
+    );
+    CREATE TABLE tales (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id INTEGER NOT NULL,
+        channel_id INTEGER NOT NULL,
+        author_id INTEGER NOT NULL,
+        author_name TEXT NOT NULL,
+        start TEXT NOT NULL,
+        text TEXT NOT NULL,
+        temperature REAL NOT NULL,
+        seed INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        card_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        votes INTEGER NOT NULL DEFAULT 0,
+        in_gallery INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX tales_by_guild ON tales (guild_id, in_gallery, votes DESC, id DESC);
+    CREATE TABLE votes (
+        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        PRIMARY KEY (tale_id, user_id)
+    );
+    """,
+]
+
+DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN = 0.5, 800, 20
+LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection):
+        self.conn = conn
+        self._lock = asyncio.Lock()  # one connection: one transaction at a time
+
+    @classmethod
+    async def open(cls, path) -> "Database":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")  # a confirmed tale survives a crash
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        db = cls(conn)
+        await db.migrate()
+        return db
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    async def migrate(self) -> int:
+        await self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with self.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+            current = (await cur.fetchone())[0] or 0
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            async with self.transaction() as conn:
+                for statement in filter(str.strip, script.split(";")):
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        return len(MIGRATIONS)
+
+    async def integrity_check(self) -> str:
+        async with self.conn.execute("PRAGMA integrity_check") as cur:
+            return (await cur.fetchone())[0]
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    guild_id: int
+    temperature: float = DEFAULT_TEMPERATURE
+    story_length: int = DEFAULT_LENGTH
+    cooldown_seconds: int = DEFAULT_COOLDOWN
+    channel_id: int | None = None
+
+
+class GuildSettingsStore:
+    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id")
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        async with self.db.conn.execute(
+                "SELECT temperature, story_length, cooldown_seconds, channel_id FROM guild_settings "
+                "WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        return GuildSettings(guild_id, *row) if row else GuildSettings(guild_id)
+
+    async def update(self, guild_id: int, **changes) -> GuildSettings:
+        unknown = set(changes) - set(self.COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        async with self.db.transaction() as conn:
+            await conn.execute("INSERT OR IGNORE INTO guild_settings (guild_id) VALUES (?)", (guild_id,))
+            for column, value in changes.items():  # column names come from COLUMNS, values are bound
+                await conn.execute(f"UPDATE guild_settings SET {column} = ? WHERE guild_id = ?",
+                                   (value, guild_id))
+        return await self.get(guild_id)
+
+
+@dataclass(frozen=True)
+class Tale:
+    id: int
+    guild_id: int
+    channel_id: int
+    author_id: int
+    author_name: str
+    start: str
+    text: str
+    temperature: float
+    seed: int
+    model: str
+    card_hash: str
+    created_at: str
+    votes: int
+    in_gallery: bool
+
+
+class TaleNotFound(LookupError):
+    def __init__(self, tale_id: int):
+        super().__init__(f"there is no tale #{tale_id} in this server")
+
+
+class GalleryStore:
+    PAGE_SIZE = 5
+    SORTS = {"top": "votes DESC, id DESC", "new": "id DESC"}
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def add(self, *, guild_id: int, channel_id: int, author_id: int, author_name: str, start: str,
+                  text: str, temperature: float, seed: int, model: str, card_hash: str) -> Tale:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        async with self.db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO tales (guild_id, channel_id, author_id, author_name, start, text, temperature, "
+                "seed, model, card_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
+                 card_hash, created))
+            tale_id = cur.lastrowid
+        return await self.get(guild_id, tale_id)
+
+    async def get(self, guild_id: int, tale_id: int) -> Tale:
+        async with self.db.conn.execute("SELECT * FROM tales WHERE guild_id = ? AND id = ?",
+                                        (guild_id, tale_id)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise TaleNotFound(tale_id)
+        return Tale(**{k: row[k] for k in row.keys()})
+
+    async def save_to_gallery(self, guild_id: int, tale_id: int) -> Tale:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("UPDATE tales SET in_gallery = 1 WHERE guild_id = ? AND id = ?",
+                                     (guild_id, tale_id))
+            if cur.rowcount == 0:
+                raise TaleNotFound(tale_id)
+        return await self.get(guild_id, tale_id)
+
+    async def toggle_vote(self, guild_id: int, tale_id: int, user_id: int) -> tuple[Tale, bool]:
+        """One vote per member: a second press takes it back. Returns the tale and whether it is voted now."""
+        async with self.db.transaction() as conn:
+            async with conn.execute("SELECT 1 FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id)) as c:
+                if await c.fetchone() is None:
+                    raise TaleNotFound(tale_id)
+            cur = await conn.execute("DELETE FROM votes WHERE tale_id = ? AND user_id = ?", (tale_id, user_id))
+            voted = cur.rowcount == 0
+            if voted:
+                await conn.execute("INSERT INTO votes (tale_id, user_id) VALUES (?, ?)", (tale_id, user_id))
+            await conn.execute("UPDATE tales SET votes = (SELECT COUNT(*) FROM votes WHERE tale_id = ?) "
+                               "WHERE id = ?", (tale_id, tale_id))
+        return await self.get(guild_id, tale_id), voted
+
+    async def remove(self, guild_id: int, tale_id: int) -> None:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("DELETE FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
+            if cur.rowcount == 0:
+                raise TaleNotFound(tale_id)
+
+    async def page(self, guild_id: int, page: int, sort: str = "top",
+                   author_id: int | None = None) -> tuple[list[Tale], int]:
+        """One page of the server's gallery and the number of pages."""
+        where, args = "guild_id = ? AND in_gallery = 1", [guild_id]
+        if author_id is not None:
+            where += " AND author_id = ?"
+            args.append(author_id)
+        async with self.db.conn.execute(f"SELECT COUNT(*) FROM tales WHERE {where}", args) as cur:
+            total = (await cur.fetchone())[0]
+        pages = max(1, -(-total // self.PAGE_SIZE))
+        async with self.db.conn.execute(
+                f"SELECT * FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
+                [*args, self.PAGE_SIZE, page * self.PAGE_SIZE]) as cur:
+            rows = await cur.fetchall()
+        return [Tale(**{k: r[k] for k in r.keys()}) for r in rows], pages

@@ -1,0 +1,68 @@
+"""What a member is told when something goes wrong: short, plain, never a stack trace."""
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+
+from bot.db import TaleNotFound
+from model.generator import GeneratorError
+
+log = logging.getLogger("quill.bot")
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class MemberError(Exception):
+    """A refusal whose message is meant for the member (cooldown, wrong channel, not the author)."""
+
+
+class CooldownActive(MemberError):
+    def __init__(self, seconds: float):
+        self.retry_after = seconds
+        super().__init__(f"Easy there! You can ask for another story in {seconds:.0f} s.")
+
+
+PERMISSION_NAMES = {"manage_guild": "Manage Server", "manage_messages": "Manage Messages"}
+
+
+def member_message(error: Exception) -> str | None:
+    """The message for an error a member can cause or meet; None for a bug."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, app_commands.MissingPermissions):
+        names = " and ".join(PERMISSION_NAMES.get(p, p.replace("_", " ").title()) for p in error.missing_permissions)
+        return f"You need the {names} permission to do that."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "Stories are written in servers, not in direct messages."
+    if isinstance(error, app_commands.TransformerError):
+        return f"That value is not valid: {error.value!r}."
+    if isinstance(error, (MemberError, GeneratorError, TaleNotFound)):
+        text = str(error)
+        return text[:1].upper() + text[1:]
+    return None
+
+
+async def answer_error(interaction: discord.Interaction, error: Exception) -> None:
+    """Tell the member (ephemerally) or, for a bug, log it with the command and guild."""
+    message = member_message(error)
+    if message is None:
+        command = getattr(interaction.command, "qualified_name", None) or "a button"
+        log.error("error in %s (guild %s)", command, interaction.guild_id,
+                  exc_info=(type(error), error, error.__traceback__))
+        message = "Something went wrong on my side; it has been logged. Please try again."
+    if not interaction.response.is_done():
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+        return
+    try:  # a public "thinking..." message is replaced by a private answer
+        await interaction.delete_original_response()
+    except discord.HTTPException:
+        pass
+    await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+class QuillView(discord.ui.View):
+    """Base of every view: its errors get the same treatment as commands'."""
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item) -> None:
+        await answer_error(interaction, error)

@@ -1,0 +1,62 @@
+"""Every setting the bot reads, typed, from the environment (and .env) in one place."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from model.generator import GeneratorConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str | None = None
+    dev_guild_id: int | None = None
+    database: Path = Path("quill.db")
+    model: Path = ROOT / "models" / "default"
+    queue_size: int = 32
+    max_batch: int = 64
+    story_timeout: float = 120.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env=None, dotenv: bool = True) -> "Settings":
+        if dotenv:
+            load_dotenv()
+        env = os.environ if env is None else env
+
+        def number(name: str, kind, default):
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a {kind.__name__} (got {raw!r})") from None
+            if value <= 0:
+                raise SettingsError(f"{name} must be positive (got {raw!r})")
+            return value
+
+        d = cls()
+        return cls(
+            discord_token=env.get("DISCORD_TOKEN", "").strip() or None,
+            dev_guild_id=number("DEV_GUILD_ID", int, None),
+            database=Path(env.get("QUILL_DATABASE", "").strip() or d.database),
+            model=Path(env.get("QUILL_MODEL", "").strip() or d.model),
+            queue_size=number("QUILL_QUEUE_SIZE", int, d.queue_size),
+            max_batch=number("QUILL_MAX_BATCH", int, d.max_batch),
+            story_timeout=number("QUILL_STORY_TIMEOUT", float, d.story_timeout),
+            log_level=env.get("QUILL_LOG_LEVEL", "").strip().upper() or d.log_level,
+        )
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(model=self.model, max_batch=self.max_batch, queue_size=self.queue_size,
+                               timeout=self.story_timeout)
