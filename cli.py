@@ -87,6 +87,45 @@ def cmd_story(args) -> int:
     return 0
 
 
+def add_run(sub) -> None:
+    sub.add_parser("run", help="run the Discord bot (a console when DISCORD_TOKEN is not set)")
+
+
+def cmd_run(args) -> int:
+    import asyncio
+    import logging
+
+    import discord
+
+    from bot.app import QuillBot
+    from bot.console import run_console
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bot = QuillBot(settings)
+    if settings.discord_token is None:
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # keep the console clean
+        logging.getLogger("discord").setLevel(logging.ERROR)  # no voice-support notices in a console
+        asyncio.run(run_console(bot))
+        return 0
+
+    async def serve() -> None:
+        async with bot:
+            await bot.start(settings.discord_token)
+
+    try:
+        asyncio.run(serve())
+    except discord.LoginFailure:
+        print("quill run: error: Discord refused DISCORD_TOKEN (wrong or revoked); "
+              "copy the bot token again from the Developer Portal", file=sys.stderr)
+        return 1
+    except (OSError, discord.GatewayNotFound) as e:  # aiohttp's connection errors are OSErrors
+        print(f"quill run: error: cannot reach Discord ({e})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks against the seed recipe, printed as JSON")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -124,23 +163,24 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "story": cmd_story, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "story": cmd_story, "run": cmd_run, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_story, add_bench):
+    for add in (add_train, add_story, add_run, add_bench):
         add(sub)
     args = parser.parse_args(argv)
+    from bot.settings import SettingsError
     from model.bundle import BundleError
     from model.generator import GeneratorError
     from train.corpus import CorpusError
 
     try:
         return COMMANDS[args.command](args)
-    except (BundleError, CorpusError, GeneratorError, ValueError) as e:
+    except (BundleError, CorpusError, GeneratorError, SettingsError, ValueError) as e:
         print(f"quill {args.command}: error: {e}", file=sys.stderr)
         return 2
 

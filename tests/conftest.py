@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WORDS = ("Harry Hermione Ron Snape Dumbledore wand castle owl potion spell broom dragon "
          "looked said ran flew cast whispered opened found the a at with into over old dark "
-         "secret magic great small hall tower forest door letter").split()
+         "secret magic great small hall tower forest door letter @everyone").split()
 
 
 def make_text(n_sentences: int, seed: int = 0) -> str:

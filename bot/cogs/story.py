@@ -75,6 +75,7 @@ class StoryCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.cooldowns = Cooldowns()
+        self.edit_interval = EDIT_INTERVAL
 
     @app_commands.command(name="story", description="Write a tale that begins with your words")
     @app_commands.describe(start="How the tale begins (1-200 characters)",
@@ -118,7 +119,7 @@ class StoryCog(commands.Cog):
                 return event.story
             text += event.text
             now = time.monotonic()
-            if now - last_edit < EDIT_INTERVAL:
+            if now - last_edit < self.edit_interval:
                 continue
             last_edit = now
             if event.position:

@@ -1,0 +1,264 @@
+"""Console mode: the slash commands typed on stdin, answered on stdout, by the same cogs, stores
+and SQLite file as on Discord, as one local member (with every permission) of one local server.
+
+    /story start:Harry Potter length:600     /temperature 0.8     /gallery sort:new
+    /tale 3      /tale remove 3      /settings cooldown:5      press save | press 👍 | press again
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+
+import discord
+from discord import app_commands
+from discord.utils import MISSING, maybe_coroutine
+
+from bot.errors import answer_error
+
+HELP = __doc__.split("\n\n", 1)[1].rstrip() + "\n    help | quit"
+OPTION = re.compile(r"(?:^|\s)([a-z_]+):")
+TRUE, FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+class ConsoleError(ValueError):
+    pass
+
+
+class _Member:
+    def __init__(self, id: int, name: str):
+        self.id, self.name, self.display_name, self.bot = id, name, name, False
+        self.mention = f"<@{id}>"
+
+
+class _Place:
+    def __init__(self, id: int, name: str):
+        self.id, self.name, self.mention = id, name, f"<#{id}>"
+
+
+class Console:
+    GUILD, CHANNEL, MEMBER = _Place(1, "console"), _Place(1, "console"), _Member(1, "you")
+
+    def __init__(self, bot, out=sys.stdout):
+        self.bot, self.out = bot, out
+        self.last_view: discord.ui.View | None = None
+        self.streamed = ""
+
+    # -- output -----------------------------------------------------------------------------
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def show(self, content=MISSING, embed=MISSING, view=MISSING, ephemeral: bool = False) -> None:
+        if content not in (MISSING, None):
+            body = content.removesuffix(" ✍️")
+            if self.streamed and body.startswith(self.streamed):
+                self.write(body[len(self.streamed):])  # streaming: print only what is new
+            else:
+                self.write(("\n" if self.streamed else "") + ("(only you see this) " if ephemeral else "") + body
+                           + ("" if content.endswith(" ✍️") else "\n"))
+            self.streamed = body if content.endswith(" ✍️") else ""
+        if embed not in (MISSING, None):
+            if self.streamed:
+                self.write("\n")
+                self.streamed = ""
+            self.write(render_embed(embed))
+        if view not in (MISSING, None):
+            self.last_view = view
+            labels = [f"[{item.label}]" + (" (off)" if item.disabled else "") for item in view.children
+                      if isinstance(item, discord.ui.Button)]
+            self.write("  ".join(labels) + "   (press <button>)\n")
+
+    # -- input ------------------------------------------------------------------------------
+    async def run(self, stdin=sys.stdin) -> None:
+        loop = asyncio.get_running_loop()
+        interactive = stdin.isatty()
+        self.write(f"Quill console: one member of one local server. Model: {self.bot.generator.info.get('model')}."
+                   " Type help for commands.\n")
+        while True:
+            if interactive:
+                self.write("quill> ")
+            line = await loop.run_in_executor(None, stdin.readline)
+            if not line:
+                return
+            line = line.strip()
+            if line in ("quit", "exit"):
+                return
+            if line:
+                await self.handle(line)
+
+    async def handle(self, line: str) -> None:
+        try:
+            if line == "help":
+                self.write(HELP + "\n")
+            elif line.startswith("press "):
+                await self.press(line[6:].strip())
+            elif line.startswith("/"):
+                await self.invoke(line[1:])
+            else:
+                raise ConsoleError("commands start with / (try /story start:Harry); type help for more")
+        except ConsoleError as e:
+            self.write(f"error: {e}\n")
+
+    async def invoke(self, text: str) -> None:
+        name, _, rest = text.partition(" ")
+        command = self.bot.tree.get_command(name)
+        if command is None:
+            raise ConsoleError(f"unknown command /{name}; type help")
+        if isinstance(command, app_commands.Group):
+            sub, _, after = rest.strip().partition(" ")
+            if command.get_command(sub) is not None:
+                command, rest = command.get_command(sub), after
+            else:  # "/tale 3" means "/tale show 3"
+                command = command.get_command("show")
+        await invoke_command(self.bot, command, ConsoleInteraction(self, command), **self.parse(command, rest.strip()))
+
+    async def press(self, label: str) -> None:
+        view = self.last_view
+        wanted = {"vote": "👍"}.get(label.lower(), label.lower())
+        buttons = [i for i in (view.children if view else []) if isinstance(i, discord.ui.Button)]
+        button = next((b for b in buttons if b.label and b.label.lower().startswith(wanted)), None)
+        if button is None:
+            raise ConsoleError(f"no button {label!r} on the last message")
+        if button.disabled:
+            raise ConsoleError(f"the {button.label!r} button is switched off")
+        interaction = ConsoleInteraction(self, None)
+        try:
+            if await view.interaction_check(interaction):
+                await button.callback(interaction)
+        except Exception as error:
+            await view.on_error(interaction, error, button)
+
+    def parse(self, command: app_commands.Command, text: str) -> dict:
+        params = {p.name: p for p in command.parameters}
+        values: dict[str, str] = {}
+        names = OPTION.findall(text)
+        if names:
+            pieces = OPTION.split(text)  # ["lead", name, value, name, value, ...]
+            if pieces[0].strip():
+                raise ConsoleError(f"{pieces[0].strip()!r} has no option name (write name:value)")
+            for name, value in zip(pieces[1::2], pieces[2::2]):
+                values[name] = value.strip()
+        elif text:  # a lone value goes to the first option: /temperature 0.8, /tale 3
+            values[command.parameters[0].name] = text
+        unknown = set(values) - set(params)
+        if unknown:
+            raise ConsoleError(f"/{command.qualified_name} has no option {', '.join(sorted(unknown))}; "
+                               f"its options: {', '.join(params) or 'none'}")
+        missing = [p.name for p in command.parameters if p.required and p.name not in values]
+        if missing:
+            raise ConsoleError(f"/{command.qualified_name} needs {', '.join(missing)}")
+        return {name: self.convert(params[name], raw) for name, raw in values.items()}
+
+    def convert(self, param: app_commands.Parameter, raw: str):
+        kind = param.type
+        try:
+            if kind is discord.AppCommandOptionType.integer:
+                value = int(raw)
+            elif kind is discord.AppCommandOptionType.number:
+                value = float(raw)
+            elif kind is discord.AppCommandOptionType.boolean:
+                if raw.lower() not in TRUE | FALSE:
+                    raise ValueError
+                value = raw.lower() in TRUE
+            elif kind is discord.AppCommandOptionType.user:
+                if raw.lower() not in ("me", "you", self.MEMBER.mention):
+                    raise ValueError
+                value = self.MEMBER
+            elif kind is discord.AppCommandOptionType.channel:
+                if raw.lower().lstrip("#") not in ("console", "here"):
+                    raise ValueError
+                value = self.CHANNEL
+            else:
+                value = raw
+        except ValueError:
+            raise ConsoleError(f"{param.name}: {raw!r} is not a valid {kind.name}") from None
+        if param.choices and value not in [c.value for c in param.choices]:
+            raise ConsoleError(f"{param.name} must be one of {', '.join(str(c.value) for c in param.choices)}")
+        size = len(value) if isinstance(value, str) else value
+        what = "length" if isinstance(value, str) else "value"
+        if isinstance(size, (int, float)) and not isinstance(size, bool):
+            if param.min_value is not None and size < param.min_value or \
+                    param.max_value is not None and size > param.max_value:
+                raise ConsoleError(f"{param.name}: {what} must be between {param.min_value} and {param.max_value}")
+        return value
+
+
+async def invoke_command(bot, command: app_commands.Command, interaction, **kwargs) -> None:
+    """Run an app command's checks and callback as discord.py would, errors to tree.on_error."""
+    try:
+        for check in command.checks:
+            if not await maybe_coroutine(check, interaction):
+                raise app_commands.CheckFailure(f"the check for /{command.qualified_name} failed")
+        await command.callback(command.binding, interaction, **kwargs)
+    except Exception as error:
+        await bot.tree.on_error(interaction, error)
+
+
+def render_embed(embed: discord.Embed) -> str:
+    lines = [f"── {embed.title} ──" if embed.title else "──"]
+    if embed.description:
+        lines.append(embed.description)
+    for field in embed.fields:
+        lines.append(f"• {field.name}\n  " + field.value.replace("\n", "\n  "))
+    if embed.footer and embed.footer.text:
+        lines.append(f"({embed.footer.text})")
+    return "\n".join(lines) + "\n"
+
+
+class _Response:
+    def __init__(self, console: Console):
+        self.console, self.done = console, False
+
+    def is_done(self) -> bool:
+        return self.done
+
+    async def defer(self, *, thinking: bool = False, ephemeral: bool = False) -> None:
+        self.done = True
+
+    async def send_message(self, content=None, *, embed=MISSING, view=MISSING, ephemeral=False,
+                           allowed_mentions=None) -> None:
+        self.done = True
+        self.console.show(content, embed, view, ephemeral)
+
+    async def edit_message(self, *, content=MISSING, embed=MISSING, view=MISSING, allowed_mentions=None) -> None:
+        self.done = True
+        self.console.show(content, embed, view)
+
+
+class _Followup:
+    def __init__(self, console: Console):
+        self.console = console
+
+    async def send(self, content=None, *, embed=MISSING, view=MISSING, ephemeral=False,
+                   allowed_mentions=None) -> None:
+        self.console.show(content, embed, view, ephemeral)
+
+
+class ConsoleInteraction:
+    """What the cogs use of discord.Interaction, printed instead of sent."""
+
+    def __init__(self, console: Console, command):
+        self.client, self.command = console.bot, command
+        self.user, self.guild, self.channel = Console.MEMBER, Console.GUILD, Console.CHANNEL
+        self.guild_id, self.channel_id = Console.GUILD.id, Console.CHANNEL.id
+        self.permissions = discord.Permissions.all()  # the local member owns the local server
+        self.response, self.followup = _Response(console), _Followup(console)
+        self._console = console
+
+    async def edit_original_response(self, *, content=MISSING, embed=MISSING, view=MISSING,
+                                     allowed_mentions=None) -> None:
+        self._console.show(content, embed, view)
+
+    async def delete_original_response(self) -> None:
+        if self._console.streamed:
+            self._console.write("\n")
+            self._console.streamed = ""
+
+
+async def run_console(bot, stdin=sys.stdin, out=sys.stdout) -> None:
+    await bot.prepare()
+    try:
+        await Console(bot, out).run(stdin)
+    finally:
+        await bot.close()

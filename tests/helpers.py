@@ -1,0 +1,65 @@
+"""Spec'd Discord mocks shared by every bot test: an Interaction whose response, followup and
+edits are recorded, with a guild, a member and that member's permissions."""
+from __future__ import annotations
+
+import time
+from unittest.mock import AsyncMock, MagicMock
+
+import discord
+
+
+def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "Luna", channel_id: int = 100,
+                     manage_guild: bool = False, manage_messages: bool = False, command=None) -> MagicMock:
+    interaction = MagicMock(spec=discord.Interaction)
+    interaction.client = bot
+    interaction.command = command
+    interaction.created = time.monotonic()
+    interaction.guild_id, interaction.channel_id = guild_id, channel_id
+    interaction.guild = MagicMock(spec=discord.Guild, id=guild_id)
+    interaction.user = MagicMock(spec=discord.Member, id=user_id, display_name=name, mention=f"<@{user_id}>")
+    interaction.permissions = discord.Permissions(manage_guild=manage_guild, manage_messages=manage_messages)
+    response = MagicMock(spec=discord.InteractionResponse)
+    state = {"done": False, "deferred_at": None}
+
+    async def answer(*args, **kwargs):
+        state["done"] = True
+
+    async def defer(*args, **kwargs):
+        state["done"], state["deferred_at"] = True, time.monotonic()
+
+    response.is_done.side_effect = lambda: state["done"]
+    response.defer = AsyncMock(side_effect=defer)
+    response.send_message = AsyncMock(side_effect=answer)
+    response.edit_message = AsyncMock(side_effect=answer)
+    interaction.response = response
+    interaction.state = state
+    interaction.followup = MagicMock(spec=discord.Webhook)
+    interaction.followup.send = AsyncMock()
+    interaction.edit_original_response = AsyncMock()
+    interaction.delete_original_response = AsyncMock()
+    return interaction
+
+
+def all_sends(interaction) -> list:
+    """Every call that puts text in front of members."""
+    return [*interaction.response.send_message.call_args_list, *interaction.response.edit_message.call_args_list,
+            *interaction.followup.send.call_args_list, *interaction.edit_original_response.call_args_list]
+
+
+def ephemeral_text(interaction) -> str | None:
+    """The private answer the member got, if any."""
+    for call in [*interaction.response.send_message.call_args_list, *interaction.followup.send.call_args_list]:
+        if call.kwargs.get("ephemeral"):
+            return call.args[0] if call.args else call.kwargs.get("content")
+    return None
+
+
+def final_embed(interaction) -> discord.Embed | None:
+    for call in reversed(interaction.edit_original_response.call_args_list):
+        if call.kwargs.get("embed"):
+            return call.kwargs["embed"]
+    return None
+
+
+def button(view, label_start: str):
+    return next(i for i in view.children if isinstance(i, discord.ui.Button) and i.label.startswith(label_start))

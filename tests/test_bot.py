@@ -1,0 +1,311 @@
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import discord
+import pytest
+import pytest_asyncio
+
+from bot.app import QuillBot
+from bot.console import invoke_command
+from bot.settings import Settings
+from tests.helpers import all_sends, button, ephemeral_text, final_embed, make_interaction
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bot(tiny_bundle, tmp_path_factory):
+    db = tmp_path_factory.mktemp("db") / "quill.db"
+    bot = QuillBot(Settings(database=db, model=tiny_bundle, queue_size=2, max_batch=2, story_timeout=30))
+    await bot.prepare()
+    yield bot
+    await bot.close()
+
+
+@pytest.fixture(autouse=True)
+def fast_edits(bot):
+    bot.get_cog("StoryCog").edit_interval = 0.0  # every chunk becomes an edit
+
+
+guilds = iter(range(1000, 2000))  # a fresh server per test keeps settings and cooldowns apart
+
+
+def command(bot, name):
+    group, _, sub = name.partition(" ")
+    cmd = bot.tree.get_command(group)
+    return cmd.get_command(sub) if sub else cmd
+
+
+async def run(bot, name, interaction=None, **kwargs):
+    interaction = interaction or make_interaction(bot, guild_id=next(guilds))
+    interaction.command = command(bot, name)
+    await invoke_command(bot, interaction.command, interaction, **kwargs)
+    return interaction
+
+
+async def press(view, label, interaction):
+    item = button(view, label)
+    try:
+        if await view.interaction_check(interaction):
+            await item.callback(interaction)
+    except Exception as error:
+        await view.on_error(interaction, error, item)
+
+
+def no_mentions_everywhere(interaction):
+    sends = all_sends(interaction)
+    assert sends
+    for call in sends:
+        mentions = call.kwargs.get("allowed_mentions")
+        assert mentions is not None and (mentions.everyone, mentions.users, mentions.roles) == (False, False, False)
+
+
+async def test_story_flow_defers_streams_and_ends_with_embed(bot):
+    i = await run(bot, "story", start="Harry looked at the castle", length=600, seed=5)
+    assert i.response.defer.await_args.kwargs == {"thinking": True}
+    assert i.state["deferred_at"] - i.created < 3.0  # Discord's deadline
+    edits = [c.kwargs["content"] for c in i.edit_original_response.call_args_list if c.kwargs.get("content")]
+    assert len(edits) >= 2 and all(e.endswith(" ✍️") for e in edits)  # streamed in pieces
+    embed = final_embed(i)
+    assert embed.title == "Harry looked at the castle"
+    assert embed.description.startswith("Harry looked at the castle") and len(embed.description) >= 540
+    assert "temperature 0.5" in embed.footer.text and "seed 5" in embed.footer.text
+    assert "tiny" in embed.footer.text and "tale #" in embed.footer.text
+    no_mentions_everywhere(i)
+
+
+async def test_everyone_in_a_prompt_does_not_ping(bot):
+    i = await run(bot, "story", start="@everyone Harry", length=200)
+    assert final_embed(i).title == "@everyone Harry"
+    no_mentions_everywhere(i)
+
+
+async def test_unknown_characters_are_named(bot):
+    i = await run(bot, "story", start="Harry \u2603")
+    assert "'\u2603'" in ephemeral_text(i)
+    i.response.defer.assert_not_awaited()
+
+
+async def test_temperature_show_set_refuse_and_range(bot):
+    guild = next(guilds)
+    shown = await run(bot, "temperature", make_interaction(bot, guild_id=guild))
+    assert "**0.5**" in shown.response.send_message.call_args.args[0]
+    refused = await run(bot, "temperature", make_interaction(bot, guild_id=guild), value=0.9)
+    assert "Manage Server" in ephemeral_text(refused)
+    admin = await run(bot, "temperature", make_interaction(bot, guild_id=guild, manage_guild=True), value=0.9)
+    assert "0.9" in admin.response.send_message.call_args.args[0]
+    assert (await bot.guild_settings.get(guild)).temperature == 0.9
+    param = command(bot, "temperature").get_parameter("value")
+    assert (param.min_value, param.max_value) == (0.1, 2.0)  # Discord enforces the range...
+    with pytest.raises(sqlite3.IntegrityError):  # ...and the database refuses anything else
+        await bot.guild_settings.update(guild, temperature=5.0)
+
+
+async def test_settings_need_manage_server_and_apply_to_the_next_story(bot):
+    guild = next(guilds)
+    refused = await run(bot, "settings", make_interaction(bot, guild_id=guild), length=150)
+    assert "Manage Server" in ephemeral_text(refused)
+    admin = make_interaction(bot, guild_id=guild, manage_guild=True)
+    await run(bot, "settings", admin, length=150, cooldown=0)
+    assert "**150**" in ephemeral_text(admin) and "**0 s**" in ephemeral_text(admin)
+    await run(bot, "temperature", make_interaction(bot, guild_id=guild, manage_guild=True), value=1.2)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Ron ran")
+    embed = final_embed(story)
+    assert "temperature 1.2" in embed.footer.text
+    assert 135 <= len(embed.description) <= 350
+
+
+async def test_settings_channel_restricts_stories(bot):
+    guild = next(guilds)
+    channel = discord.Object(555)
+    await run(bot, "settings", make_interaction(bot, guild_id=guild, manage_guild=True), channel=channel)
+    elsewhere = await run(bot, "story", make_interaction(bot, guild_id=guild, channel_id=1), start="Harry")
+    assert "<#555>" in ephemeral_text(elsewhere)
+    here = await run(bot, "story", make_interaction(bot, guild_id=guild, channel_id=555), start="Harry", length=150)
+    assert final_embed(here) is not None
+
+
+async def test_cooldown(bot):
+    guild = next(guilds)
+    await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry", length=150)
+    again = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry", length=150)
+    assert "Easy there" in ephemeral_text(again)
+    other = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=11), start="Harry", length=150)
+    assert final_embed(other) is not None  # per member
+
+
+async def test_busy_queue_says_how_many_wait(bot):
+    generator = bot.generator
+    os.kill(generator.pid, signal.SIGSTOP)
+    try:
+        fillers = [asyncio.ensure_future(generator.generate(generator_request(s))) for s in range(4)]
+        await asyncio.sleep(0.05)
+        i = await run(bot, "story", start="Harry", length=150)
+        assert "busy" in ephemeral_text(i) and "2 stories are already waiting" in ephemeral_text(i)
+    finally:
+        os.kill(generator.pid, signal.SIGCONT)
+    await asyncio.gather(*fillers)
+    retry = await run(bot, "story", start="Harry", length=150)  # the failed story gave the turn back
+    assert final_embed(retry) is not None
+
+
+def generator_request(seed):
+    from model.generator import StoryRequest
+    return StoryRequest("Harry", 1500, seed=seed)
+
+
+async def test_generator_killed_mid_story_then_next_story_works(bot, monkeypatch):
+    interaction = make_interaction(bot, guild_id=next(guilds))
+    killed = asyncio.Event()
+
+    async def kill_on_first_edit(*args, **kwargs):
+        if not killed.is_set():
+            killed.set()
+            os.kill(bot.generator.pid, signal.SIGKILL)
+
+    interaction.edit_original_response.side_effect = kill_on_first_edit
+    await run(bot, "story", interaction, start="Harry", length=1900)
+    assert killed.is_set()
+    assert "stopped unexpectedly" in ephemeral_text(interaction)
+    assert final_embed(interaction) is None
+    await bot.generator.wait_ready(60)
+    after = await run(bot, "story", start="Harry", length=200)
+    assert final_embed(after) is not None
+
+
+async def test_gallery_save_vote_pages_and_remove(bot):
+    guild = next(guilds)
+    admin = make_interaction(bot, guild_id=guild, manage_guild=True)
+    await run(bot, "settings", admin, cooldown=0)
+    tales = []
+    for n in range(7):
+        i = await run(bot, "story", make_interaction(bot, guild_id=guild), start=f"Harry {'ran ' * n}", length=150)
+        tales.append(i.edit_original_response.call_args.kwargs["view"])
+    view = tales[0]
+    stranger = make_interaction(bot, guild_id=guild, user_id=99)
+    await press(view, "Save", stranger)
+    assert "Only the tale's author" in ephemeral_text(stranger)
+    for v in tales:
+        await press(v, "Save", make_interaction(bot, guild_id=guild))
+    assert view.tale.in_gallery
+    # votes: one per member, a second press takes it back
+    await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=21))
+    await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=22))
+    await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=22))
+    assert view.tale.votes == 1 and button(view, "👍").label == "👍 1"
+    # pagination: top sort puts the voted tale first, 5 per page, only the invoker turns pages
+    g = await run(bot, "gallery", make_interaction(bot, guild_id=guild), sort="top")
+    embed, pager = g.response.send_message.call_args.kwargs["embed"], g.response.send_message.call_args.kwargs["view"]
+    assert embed.fields[0].name.startswith(f"#{view.tale.id} ") and embed.footer.text == "page 1 of 2"
+    assert button(pager, "Previous").disabled and not button(pager, "Next").disabled
+    other = make_interaction(bot, guild_id=guild, user_id=77)
+    await press(pager, "Next", other)
+    assert "Only the member who opened" in ephemeral_text(other)
+    turner = make_interaction(bot, guild_id=guild)
+    await press(pager, "Next", turner)
+    page2 = turner.response.edit_message.call_args.kwargs["embed"]
+    assert page2.footer.text == "page 2 of 2" and len(page2.fields) == 2
+    await pager.on_timeout()
+    assert all(item.disabled for item in pager.children)
+    # remove: not by a stranger, yes by the author, yes by a moderator
+    target = tales[1].tale.id
+    denied = await run(bot, "tale remove", make_interaction(bot, guild_id=guild, user_id=99), id=target)
+    assert "Only the tale's author" in ephemeral_text(denied)
+    await run(bot, "tale remove", make_interaction(bot, guild_id=guild), id=target)
+    mod = await run(bot, "tale remove", make_interaction(bot, guild_id=guild, user_id=98, manage_messages=True),
+                    id=tales[2].tale.id)
+    assert "was removed" in ephemeral_text(mod)
+    gone = await run(bot, "tale show", make_interaction(bot, guild_id=guild), id=target)
+    assert f"no tale #{target}" in ephemeral_text(gone)
+
+
+async def test_two_guilds_never_see_each_other(bot):
+    a, b = next(guilds), next(guilds)
+    story = await run(bot, "story", make_interaction(bot, guild_id=a), start="Harry", length=150)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    await press(view, "Save", make_interaction(bot, guild_id=a))
+    tale_id = view.tale.id
+    seen = await run(bot, "tale show", make_interaction(bot, guild_id=b), id=tale_id)
+    assert f"no tale #{tale_id}" in ephemeral_text(seen)
+    removed = await run(bot, "tale remove", make_interaction(bot, guild_id=b, manage_messages=True), id=tale_id)
+    assert f"no tale #{tale_id}" in ephemeral_text(removed)
+    g = await run(bot, "gallery", make_interaction(bot, guild_id=b))
+    assert not g.response.send_message.call_args.kwargs["embed"].fields
+    assert (await bot.gallery.get(a, tale_id)).id == tale_id
+
+
+async def test_unexpected_errors_are_logged_not_shown(bot, caplog, monkeypatch):
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(bot.guild_settings, "get", broken)
+    i = await run(bot, "temperature")
+    assert ephemeral_text(i) == "Something went wrong on my side; it has been logged. Please try again."
+    assert "disk on fire" in caplog.text and "temperature" in caplog.text
+
+
+def test_database_killed_mid_write_keeps_confirmed_tales(tmp_path):
+    db = tmp_path / "crash.db"
+    writer = textwrap.dedent(f"""
+        import asyncio, sys
+        from bot.db import Database, GalleryStore
+        async def main():
+            store = GalleryStore(await Database.open({str(db)!r}))
+            n = 0
+            while True:
+                tale = await store.add(guild_id=1, channel_id=1, author_id=1, author_name="a", start="s",
+                                       text="x" * 2000, temperature=0.5, seed=n, model="m", card_hash="h")
+                print(tale.id, flush=True)  # confirmed to the member only after the commit
+                n += 1
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    confirmed = [int(proc.stdout.readline()) for _ in range(200)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = {row[0] for row in conn.execute("SELECT id FROM tales")}
+    assert set(confirmed) <= stored
+
+
+def test_console_mode_end_to_end(tiny_bundle, tmp_path):
+    commands = "\n".join(["/story start:Harry looked length:300 seed:3", "press save", "press vote",
+                          "/temperature 0.8", "/temperature", "/gallery", "/tale 1", "/tale 42",
+                          "/temperature 7", "/story start:Harry looked length:300", "quit"]) + "\n"
+    env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "console.db")}
+    env.pop("DISCORD_TOKEN", None)
+    done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "── Harry looked ──" in out and "tale #1" in out
+    assert "[In the gallery] (off)" in out and "👍 1" in out
+    assert "Temperature set to **0.8**" in out and "temperature is **0.8**" in out
+    assert "#1 · Harry looked · 👍 1" in out
+    assert "no tale #42" in out
+    assert "value must be between 0.1 and 2.0" in out
+    assert "Easy there" in out  # the cooldown, from the same cog code
+    assert "Traceback" not in out + done.stderr
+    assert (tmp_path / "console.db").exists()
+
+
+def test_bad_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_path):
+    import cli
+
+    async def refuse(self, token):
+        raise discord.LoginFailure("Improper token has been passed.")
+
+    monkeypatch.setattr(QuillBot, "login", refuse)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-token")
+    monkeypatch.setenv("QUILL_DATABASE", str(tmp_path / "q.db"))
+    assert cli.main(["run"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("quill run: error: Discord refused DISCORD_TOKEN")
