@@ -1,4 +1,4 @@
-# `make run`: the bot (console mode without DISCORD_TOKEN) on the shipped model.
+# `make run`: the bot on the shipped model (a console on stdin when DISCORD_TOKEN is not set).
 # `make test`: create .venv if missing, install the project with dev deps, run the tests.
 PYTHON ?= python3
 VENV := .venv
@@ -18,10 +18,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/quill story "Harry"
+	$(BIN)/quill run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/quill bench train --json
+	$(BIN)/quill bench generate --json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

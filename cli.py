@@ -6,7 +6,12 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
+
+
+def default_model() -> str:
+    from bot.settings import Settings  # QUILL_MODEL, else the shipped model
+
+    return str(Settings.from_env().model)
 
 
 def _units(text: str) -> tuple[int, ...]:
@@ -62,7 +67,7 @@ def add_story(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None, help="same seed, same story")
-    p.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR")
+    p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
 
 
 def cmd_story(args) -> int:
@@ -72,7 +77,8 @@ def cmd_story(args) -> int:
     from model.generator import GeneratorConfig, StoryRequest
 
     async def tell() -> None:
-        generator = StoryGenerator(GeneratorConfig(model=Path(args.model), max_length=max(args.length, 2000)))
+        model = Path(args.model or default_model())
+        generator = StoryGenerator(GeneratorConfig(model=model, max_length=max(args.length, 2000)))
         request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p)
         request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
         await generator.start()
@@ -141,7 +147,7 @@ def add_bench(sub) -> None:
                    help="also train each variant this many epochs on the corpus and report validation loss")
     t.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     g = bench.add_parser("generate", help="story generation: our generator vs the seed's per-char loop")
-    g.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR")
+    g.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     g.add_argument("--length", type=int, default=1000, help="story length in characters")
     g.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
@@ -154,7 +160,7 @@ def cmd_bench(args) -> int:
         result = bench_train(args)
     else:
         from model.bench import bench_generate
-        result = bench_generate(Path(args.model), args.length)
+        result = bench_generate(Path(args.model or default_model()), args.length)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -1,9 +1,12 @@
 """Fast CPU inference over a bundle's weights: numpy + BLAS, one batched step for all rows.
 
-The embedding and the first layer's input projection are folded into one table (vocab x gates),
-so the first layer costs one row lookup plus its recurrent matmul. States are explicit arrays,
-one row per request, which is what lets the generator batch requests that started at different
-times (TensorFlow's text-generation tutorial carries states the same way).
+Two folds keep a step to one matrix product per layer:
+- the embedding and the first layer's input projection become one table (vocab x gates);
+- each layer's output h feeds two products, its own recurrence at the next step and the next
+  layer's input projection (or the logits); one matrix [U_i | W_i+1] does both, and the
+  recurrent part is kept in the state until the next step.
+States are explicit arrays, one row per request, which lets the generator batch requests that
+started at different times (TensorFlow's text-generation tutorial carries states the same way).
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ class _NumpyMath:
 
 
 class _GRU:
+    """Keras GRU (reset_after=True): gates z, r, h; the cell state is h."""
+
     def __init__(self, kernel, recurrent, bias):
         self.units = recurrent.shape[0]
         bias = bias.reshape(-1, 3 * self.units)  # (2, 3u) with reset_after, (1, 3u) without
@@ -28,14 +33,10 @@ class _GRU:
             raise ValueError("only GRU layers with reset_after=True (the Keras default) are supported")
         self.kernel, self.recurrent = kernel, recurrent
         self.input_bias, self.recurrent_bias = bias[0], bias[1]
-        self.state_size = self.units
+        self.gates, self.cell_size = 3 * self.units, self.units
 
-    def project(self, x):
-        return x @ self.kernel + self.input_bias
-
-    def step(self, xp, h, m=_NumpyMath):
+    def cell(self, xp, hp, h, m):
         u = self.units
-        hp = h @ self.recurrent + self.recurrent_bias
         z = m.sigmoid(xp[:, :u] + hp[:, :u])
         r = m.sigmoid(xp[:, u:2 * u] + hp[:, u:2 * u])
         candidate = m.tanh(xp[:, 2 * u:] + r * hp[:, 2 * u:])
@@ -44,18 +45,18 @@ class _GRU:
 
 
 class _LSTM:
+    """Keras LSTM: gates i, f, c, o; the cell state is [h | c]."""
+
     def __init__(self, kernel, recurrent, bias):
         self.units = recurrent.shape[0]
         self.kernel, self.recurrent, self.input_bias = kernel, recurrent, bias
-        self.state_size = 2 * self.units  # [h | c] in one array
+        self.recurrent_bias = np.zeros_like(bias)  # Keras puts the LSTM's one bias on the input side
+        self.gates, self.cell_size = 4 * self.units, 2 * self.units
 
-    def project(self, x):
-        return x @ self.kernel + self.input_bias
-
-    def step(self, xp, state, m=_NumpyMath):
+    def cell(self, xp, hp, state, m):
         u = self.units
-        h, c = state[:, :u], state[:, u:]
-        g = xp + h @ self.recurrent
+        c = state[:, u:]
+        g = xp + hp
         i, f, o = m.sigmoid(g[:, :u]), m.sigmoid(g[:, u:2 * u]), m.sigmoid(g[:, 3 * u:])
         c = f * c + i * m.tanh(g[:, 2 * u:3 * u])
         h = o * m.tanh(c)
@@ -63,7 +64,8 @@ class _LSTM:
 
 
 class NumpyEngine:
-    """Logits and next states for a batch of rows, from a Keras model built by model.network."""
+    """Logits and next states for a batch of rows, from a Keras model built by model.network.
+    A row's state per layer is [cell state | that layer's recurrent projection for the next step]."""
 
     name = "numpy"
     math = _NumpyMath
@@ -84,39 +86,48 @@ class NumpyEngine:
                 dense = [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
         if embedding is None or dense is None or not self.layers:
             raise ValueError("the model is not an Embedding -> GRU/LSTM -> Dense network")
-        self.input_table = self.layers[0].project(embedding)  # (vocab, gates)
+        first = self.layers[0]
+        self.input_table = embedding @ first.kernel + first.input_bias  # (vocab, gates)
         self.dense_kernel, self.dense_bias = dense
+        nexts = [(l.kernel, l.input_bias) for l in self.layers[1:]] + [tuple(dense)]
+        self.fused = [np.ascontiguousarray(np.concatenate([l.recurrent, k], axis=1))
+                      for l, (k, _) in zip(self.layers, nexts)]
+        self.fused_bias = [np.concatenate([l.recurrent_bias, b]) for l, (_, b) in zip(self.layers, nexts)]
         self.vocab_size = embedding.shape[0]
 
     def zero_state(self, rows: int) -> list[np.ndarray]:
-        return [np.zeros((rows, layer.state_size), np.float32) for layer in self.layers]
+        """A fresh story: zero cell state, so the recurrent projection is just the bias."""
+        return [np.concatenate([np.zeros((rows, l.cell_size), np.float32),
+                                np.tile(l.recurrent_bias.astype(np.float32), (rows, 1))], axis=1)
+                for l in self.layers]
 
     def step(self, ids, states):
         """One character per row: ids (rows,) -> logits (rows, vocab), new states."""
         return self._run(self.input_table[np.asarray(ids)], states)
 
+    def _run(self, xp, states):
+        m, new_states = self.math, []
+        for layer, state, fused, bias in zip(self.layers, states, self.fused, self.fused_bias):
+            h, cell_state = layer.cell(xp, state[:, layer.cell_size:], state[:, :layer.cell_size], m)
+            out = h @ fused + bias
+            new_states.append(m.concatenate([cell_state, out[:, :layer.gates]], axis=1))
+            xp = out[:, layer.gates:]
+        return xp, new_states
+
     def prime(self, ids, state):
-        """Feed a whole prompt through one row, layer by layer (each layer's input projection is
-        one matmul over the prompt); returns the logits after its last character and the state."""
-        x, new_state = None, []
-        for i, layer in enumerate(self.layers):
-            xp = self.input_table[np.asarray(ids)] if i == 0 else layer.project(x)
-            s, outputs = state[i], []
+        """Feed a whole prompt through one row, layer by layer: each layer's input projection is
+        one matrix product over the whole prompt. Returns the logits after its last character."""
+        m, x, new_state = self.math, None, []
+        for i, (layer, s) in enumerate(zip(self.layers, state)):
+            xp = self.input_table[np.asarray(ids)] if i == 0 else x @ layer.kernel + layer.input_bias
+            cell_state, hp, outputs = s[:, :layer.cell_size], s[:, layer.cell_size:], []
             for t in range(len(xp)):
-                h, s = layer.step(xp[t:t + 1], s, self.math)
+                h, cell_state = layer.cell(xp[t:t + 1], hp, cell_state, m)
+                hp = h @ layer.recurrent + layer.recurrent_bias
                 outputs.append(h)
             x = np.concatenate(outputs)
-            new_state.append(s)
+            new_state.append(np.concatenate([cell_state, hp], axis=1))
         return x[-1:] @ self.dense_kernel + self.dense_bias, new_state
-
-    def _run(self, xp, states):
-        new_states = []
-        for i, layer in enumerate(self.layers):
-            if i:
-                xp = layer.project(x)
-            x, s = layer.step(xp, states[i], self.math)
-            new_states.append(s)
-        return x @ self.dense_kernel + self.dense_bias, new_states
 
 
 class DeviceEngine(NumpyEngine):
@@ -132,17 +143,14 @@ class DeviceEngine(NumpyEngine):
         super().__init__(model)
         ops = keras.ops
         to_device = ops.convert_to_tensor
-        for layer in self.layers:
-            for attr in ("kernel", "recurrent", "input_bias", "recurrent_bias"):
-                if hasattr(layer, attr):
-                    setattr(layer, attr, to_device(getattr(layer, attr)))
         self.input_table = to_device(self.input_table)
-        self.dense_kernel, self.dense_bias = to_device(self.dense_kernel), to_device(self.dense_bias)
+        self.fused = [to_device(w) for w in self.fused]
+        self.fused_bias = [to_device(b) for b in self.fused_bias]
         self.math = _KerasMath(ops)
         self._compiled = _compile(keras.backend.backend(), lambda xp_, *states: self._device_run(xp_, states))
 
     def _device_run(self, xp, states):
-        logits, new_states = NumpyEngine._run(self, xp, list(states))
+        logits, new_states = self._run(xp, list(states))
         return (logits, *new_states)
 
     def step(self, ids, states):
