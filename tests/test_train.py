@@ -119,3 +119,33 @@ def test_missing_bundle_file_is_a_clear_error(tiny_bundle, tmp_path):
         read_metadata(b)
     with pytest.raises(BundleError, match="not a folder"):
         read_metadata(tmp_path / "nowhere")
+
+
+def test_time_budget_stops_cleanly_and_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):
+    from train.loop import train
+
+    out = tmp_path / "budget"
+    train([tiny_corpus], out, replace(tiny_config, epochs=50, minutes=0.0001), log=lambda *a: None)
+    card = json.loads((out / "card.json").read_text())
+    assert "--minutes" in card["stopped"] and card["epochs_run"] == 1 and card["steps"] == 1
+    load_bundle(out)
+
+
+def test_ctrl_c_writes_the_bundle_from_the_best_checkpoint(tiny_corpus, tiny_config, tmp_path, monkeypatch):
+    from train import loop
+
+    original = loop.Progress.on_train_batch_end
+
+    def interrupt_in_epoch_two(self, batch, logs=None):
+        if self.epoch == 2 and batch == 2:
+            raise KeyboardInterrupt
+        original(self, batch, logs)
+
+    monkeypatch.setattr(loop.Progress, "on_train_batch_end", interrupt_in_epoch_two)
+    out = tmp_path / "interrupted"
+    loop.train([tiny_corpus], out, replace(tiny_config, epochs=5), log=lambda *a: None)
+    card = json.loads((out / "card.json").read_text())
+    assert card["stopped"] == "interrupted (Ctrl-C)"
+    assert card["best_epoch"] == 1 and card["epochs_run"] == 1
+    assert not list(out.glob(".bundle-*"))  # no half-written staging folder left
+    load_bundle(out)
