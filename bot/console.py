@@ -122,12 +122,7 @@ class Console:
             raise ConsoleError(f"no button {label!r} on the last message")
         if button.disabled:
             raise ConsoleError(f"the {button.label!r} button is switched off")
-        interaction = ConsoleInteraction(self, None)
-        try:
-            if await view.interaction_check(interaction):
-                await button.callback(interaction)
-        except Exception as error:
-            await view.on_error(interaction, error, button)
+        await press_button(view, button, ConsoleInteraction(self, None))
 
     def parse(self, command: app_commands.Command, text: str) -> dict:
         params = {p.name: p for p in command.parameters}
@@ -193,6 +188,15 @@ async def invoke_command(bot, command: app_commands.Command, interaction, **kwar
         await command.callback(command.binding, interaction, **kwargs)
     except Exception as error:
         await bot.tree.on_error(interaction, error)
+
+
+async def press_button(view: discord.ui.View, button: discord.ui.Button, interaction) -> None:
+    """Run a button as discord.py's view dispatch would: interaction_check, callback, on_error."""
+    try:
+        if await view.interaction_check(interaction):
+            await button.callback(interaction)
+    except Exception as error:
+        await view.on_error(interaction, error, button)
 
 
 def render_embed(embed: discord.Embed) -> str:

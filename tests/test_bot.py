@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import QuillBot
-from bot.console import invoke_command
+from bot.console import invoke_command, press_button
 from bot.settings import Settings
 from tests.helpers import all_sends, button, ephemeral_text, final_embed, make_interaction
 
@@ -51,12 +51,7 @@ async def run(bot, name, interaction=None, **kwargs):
 
 
 async def press(view, label, interaction):
-    item = button(view, label)
-    try:
-        if await view.interaction_check(interaction):
-            await item.callback(interaction)
-    except Exception as error:
-        await view.on_error(interaction, error, item)
+    await press_button(view, button(view, label), interaction)
 
 
 def no_mentions_everywhere(interaction):
