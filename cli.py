@@ -26,36 +26,36 @@ def add_train(sub) -> None:
     from train.config import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a model bundle on a corpus of .txt files")
+    p = sub.add_parser("train", help="train a model bundle on a corpus of .txt files",
+                       description="Options left out take the seed recipe's values (shown), or on --resume "
+                                   "the interrupted run's.")
     p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help=".txt files or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (checkpoints go in DIR/checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
     p.add_argument("--name", help="model name shown in the bot (default: the folder name)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after this many steps (0: no limit)")
-    p.add_argument("--minutes", type=float, default=d.minutes, help="time budget; the bundle is still written")
-    p.add_argument("--seq-length", type=int, default=d.seq_length)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--embedding", type=int, default=d.embedding)
-    p.add_argument("--units", type=_units, default=d.units, help="recurrent layer sizes, e.g. 512,256")
-    p.add_argument("--cell", choices=("gru", "lstm"), default=d.cell)
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--clipnorm", type=float, default=d.clipnorm, help="gradient clipping (0: none)")
-    p.add_argument("--patience", type=int, default=d.patience, help="early stopping patience in epochs")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--encoding", default=d.encoding, help="text encoding of the corpus files")
-    p.add_argument("--keep-typography", action="store_true", help="do not fold curly quotes and dashes")
+    options = [("--epochs", int, d.epochs, None), ("--max-steps", int, d.max_steps, "stop after this many steps (0: no limit)"),
+               ("--minutes", float, d.minutes, "time budget; the bundle is still written (0: none)"),
+               ("--seq-length", int, d.seq_length, None), ("--batch-size", int, d.batch_size, None),
+               ("--embedding", int, d.embedding, None),
+               ("--units", _units, ",".join(map(str, d.units)), "recurrent layer sizes"),
+               ("--dropout", float, d.dropout, None), ("--learning-rate", float, d.learning_rate, None),
+               ("--clipnorm", float, d.clipnorm, "gradient clipping (0: none)"),
+               ("--patience", int, d.patience, "early stopping patience in epochs"),
+               ("--val-fraction", float, d.val_fraction, None), ("--seed", int, d.seed, None),
+               ("--encoding", str, d.encoding, "text encoding of the corpus files")]
+    for flag, kind, default, text in options:
+        p.add_argument(flag, type=kind, default=None, help=f"{text + '; ' if text else ''}default {default}")
+    p.add_argument("--cell", choices=("gru", "lstm"), default=None, help=f"default {d.cell}")
+    p.add_argument("--keep-typography", action="store_const", const=True, default=None,
+                   help="do not fold curly quotes and dashes")
 
 
 def cmd_train(args) -> int:
     from train.config import TrainConfig
     from train.loop import train
 
-    fields = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    train(args.corpus, args.out, config, resume=args.resume, name=args.name)
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
+    train(args.corpus, args.out, resume=args.resume, overrides=given, name=args.name)
     return 0
 
 

@@ -45,7 +45,9 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     out = tmp_path / "run"
     train([tiny_corpus], out, replace(tiny_config, epochs=1), log=lambda *a: None)
     first = json.loads((out / "checkpoints" / "state.json").read_text())
-    train([tiny_corpus], out, replace(tiny_config, epochs=2), resume=True, log=lambda *a: None)
+    with pytest.raises(ValueError, match="--units cannot change on --resume"):
+        train([tiny_corpus], out, resume=True, overrides={"units": (64,)})
+    train([tiny_corpus], out, resume=True, overrides={"epochs": 2, "learning_rate": 0.005}, log=lambda *a: None)
     state = json.loads((out / "checkpoints" / "state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == [1, 2]
     assert state["steps"] == 2 * first["steps"]
@@ -53,6 +55,8 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     import keras
     last = keras.saving.load_model(out / "checkpoints" / "last.keras")
     assert int(last.optimizer.iterations.numpy()) == state["steps"]
+    assert float(last.optimizer.learning_rate.numpy()) == pytest.approx(0.005)  # changed for the rest
+    assert state["config"]["learning_rate"] == 0.005 and state["config"]["units"] == [48, 32]
     assert json.loads((out / "card.json").read_text())["epochs_run"] == 2
 
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass
 class TrainConfig:
+    RESUMABLE = ("epochs", "max_steps", "minutes", "learning_rate", "patience")  # may change on --resume
+
     seq_length: int = 100
     batch_size: int = 64
     embedding: int = 300

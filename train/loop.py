@@ -141,17 +141,25 @@ def versions() -> dict:
     return out
 
 
-def train(corpus_paths, out, config: TrainConfig, resume: bool = False, name: str | None = None,
-          log=print) -> Path:
-    """Train on the corpus and write the bundle into `out`. Returns the bundle folder."""
+def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = False,
+          overrides: dict | None = None, name: str | None = None, log=print) -> Path:
+    """Train on the corpus and write the bundle into `out`. Returns the bundle folder.
+    With resume, the run's own config is used, changed only by `overrides` of RESUMABLE fields."""
     out = Path(out)
     state_path = out / CHECKPOINTS / STATE
+    overrides = overrides or {}
     if resume:
         if not state_path.is_file():
             raise ValueError(f"nothing to resume: {state_path} does not exist")
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        config = TrainConfig.from_dict({**state["config"], "epochs": config.epochs,
-                                        "max_steps": config.max_steps, "minutes": config.minutes})
+        fixed = sorted(k for k, v in overrides.items() if k not in TrainConfig.RESUMABLE
+                       and (list(v) if isinstance(v, tuple) else v) != state["config"].get(k))
+        if fixed:
+            raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change on --resume "
+                             f"(only {', '.join('--' + k.replace('_', '-') for k in TrainConfig.RESUMABLE)} can)")
+        config = TrainConfig.from_dict({**state["config"], **overrides})
+    else:
+        config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
     config.check()
     files = read_corpus(corpus_paths, config.encoding, typography=not config.keep_typography)
     vocab = Vocabulary.from_text("".join(f.text for f in files), typography=not config.keep_typography)
@@ -169,13 +177,14 @@ def train(corpus_paths, out, config: TrainConfig, resume: bool = False, name: st
     created_out = not out.exists()
     if resume:
         model = keras.saving.load_model(out / CHECKPOINTS / LAST)  # with optimizer state
+        model.optimizer.learning_rate.assign(config.learning_rate)  # may have been changed for the rest
         log(f"resuming after epoch {state['epoch']} (best val {state['best']['val_bpc']:.3f} bits/char)")
     else:
         model = compile_model(build_model(len(vocab), **config.architecture()), config)
         state = {"config": config.to_dict(), "corpus": corpus, "vocab": list(vocab.chars),
                  "epoch": 0, "steps": 0, "history": [], "best": None, "stopped": None,
                  "wall_seconds": 0.0}
-    state["stopped"] = None
+    state["stopped"], state["config"] = None, config.to_dict()
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     started = time.monotonic()
     callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch),
