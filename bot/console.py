@@ -65,8 +65,8 @@ class Console:
             self.write(render_embed(embed))
         if view not in (MISSING, None):
             self.last_view = view
-            labels = [f"[{item.label}]" + (" (off)" if item.disabled else "") for item in view.children
-                      if isinstance(item, discord.ui.Button)]
+            labels = [f"[{button.label}]" + (" (off)" if button.disabled else "")
+                      for button in map(as_button, view.children) if button is not None]
             self.write("  ".join(labels) + "   (press <button>)\n")
 
     # -- input ------------------------------------------------------------------------------
@@ -116,13 +116,12 @@ class Console:
     async def press(self, label: str) -> None:
         view = self.last_view
         wanted = {"vote": "👍"}.get(label.lower(), label.lower())
-        buttons = [i for i in (view.children if view else []) if isinstance(i, discord.ui.Button)]
-        button = next((b for b in buttons if b.label and b.label.lower().startswith(wanted)), None)
-        if button is None:
+        item = find_button(view, wanted) if view else None
+        if item is None:
             raise ConsoleError(f"no button {label!r} on the last message")
-        if button.disabled:
-            raise ConsoleError(f"the {button.label!r} button is switched off")
-        await press_button(view, button, ConsoleInteraction(self, None))
+        if as_button(item).disabled:
+            raise ConsoleError(f"the {as_button(item).label!r} button is switched off")
+        await press_button(view, item, ConsoleInteraction(self, None))
 
     def parse(self, command: app_commands.Command, text: str) -> dict:
         params = {p.name: p for p in command.parameters}
@@ -190,7 +189,18 @@ async def invoke_command(bot, command: app_commands.Command, interaction, **kwar
         await bot.tree.on_error(interaction, error)
 
 
-async def press_button(view: discord.ui.View, button: discord.ui.Button, interaction) -> None:
+def as_button(item) -> discord.ui.Button | None:
+    """The button itself, also inside a DynamicItem."""
+    item = getattr(item, "item", item)
+    return item if isinstance(item, discord.ui.Button) else None
+
+
+def find_button(view: discord.ui.View, label_start: str):
+    return next((i for i in view.children if as_button(i) and (as_button(i).label or "").lower()
+                 .startswith(label_start.lower())), None)
+
+
+async def press_button(view: discord.ui.View, button, interaction) -> None:
     """Run a button as discord.py's view dispatch would: interaction_check, callback, on_error."""
     try:
         if await view.interaction_check(interaction):

@@ -62,4 +62,17 @@ def final_embed(interaction) -> discord.Embed | None:
 
 
 def button(view, label_start: str):
-    return next(i for i in view.children if isinstance(i, discord.ui.Button) and i.label.startswith(label_start))
+    """The item whose button label starts so (a plain button or a DynamicItem around one)."""
+    from bot.console import find_button
+
+    item = find_button(view, label_start)
+    assert item is not None, f"no button {label_start!r}"
+    return item
+
+
+def label(item) -> str:
+    return getattr(item, "item", item).label
+
+
+def tale_id(view) -> int:
+    return int(button(view, "Again").custom_id.rsplit(":", 1)[1])

@@ -14,7 +14,7 @@ import pytest_asyncio
 from bot.app import QuillBot
 from bot.console import invoke_command, press_button
 from bot.settings import Settings
-from tests.helpers import all_sends, button, ephemeral_text, final_embed, make_interaction
+from tests.helpers import all_sends, button, ephemeral_text, final_embed, label, make_interaction, tale_id
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,22 +183,26 @@ async def test_gallery_save_vote_pages_and_remove(bot):
     for n in range(7):
         i = await run(bot, "story", make_interaction(bot, guild_id=guild), start=f"Harry {'ran ' * n}", length=150)
         tales.append(i.edit_original_response.call_args.kwargs["view"])
-    view = tales[0]
+    view, first = tales[0], tale_id(tales[0])
     stranger = make_interaction(bot, guild_id=guild, user_id=99)
     await press(view, "Save", stranger)
     assert "Only the tale's author" in ephemeral_text(stranger)
     for v in tales:
         await press(v, "Save", make_interaction(bot, guild_id=guild))
-    assert view.tale.in_gallery
+    assert (await bot.gallery.get(guild, first)).in_gallery
     # votes: one per member, a second press takes it back
     await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=21))
     await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=22))
-    await press(view, "👍", make_interaction(bot, guild_id=guild, user_id=22))
-    assert view.tale.votes == 1 and button(view, "👍").label == "👍 1"
+    last = make_interaction(bot, guild_id=guild, user_id=22)
+    await press(view, "👍", last)
+    assert (await bot.gallery.get(guild, first)).votes == 1
+    updated = last.response.edit_message.call_args.kwargs
+    assert label(button(updated["view"], "👍")) == "👍 1" and updated["embed"].footer.text.endswith("👍 1")
+    assert label(button(updated["view"], "In the gallery")) and button(updated["view"], "In the gallery").item.disabled
     # pagination: top sort puts the voted tale first, 5 per page, only the invoker turns pages
     g = await run(bot, "gallery", make_interaction(bot, guild_id=guild), sort="top")
     embed, pager = g.response.send_message.call_args.kwargs["embed"], g.response.send_message.call_args.kwargs["view"]
-    assert embed.fields[0].name.startswith(f"#{view.tale.id} ") and embed.footer.text == "page 1 of 2"
+    assert embed.fields[0].name.startswith(f"#{first} ") and embed.footer.text == "page 1 of 2"
     assert button(pager, "Previous").disabled and not button(pager, "Next").disabled
     other = make_interaction(bot, guild_id=guild, user_id=77)
     await press(pager, "Next", other)
@@ -210,12 +214,12 @@ async def test_gallery_save_vote_pages_and_remove(bot):
     await pager.on_timeout()
     assert all(item.disabled for item in pager.children)
     # remove: not by a stranger, yes by the author, yes by a moderator
-    target = tales[1].tale.id
+    target = tale_id(tales[1])
     denied = await run(bot, "tale remove", make_interaction(bot, guild_id=guild, user_id=99), id=target)
     assert "Only the tale's author" in ephemeral_text(denied)
     await run(bot, "tale remove", make_interaction(bot, guild_id=guild), id=target)
     mod = await run(bot, "tale remove", make_interaction(bot, guild_id=guild, user_id=98, manage_messages=True),
-                    id=tales[2].tale.id)
+                    id=tale_id(tales[2]))
     assert "was removed" in ephemeral_text(mod)
     gone = await run(bot, "tale show", make_interaction(bot, guild_id=guild), id=target)
     assert f"no tale #{target}" in ephemeral_text(gone)
@@ -226,14 +230,33 @@ async def test_two_guilds_never_see_each_other(bot):
     story = await run(bot, "story", make_interaction(bot, guild_id=a), start="Harry", length=150)
     view = story.edit_original_response.call_args.kwargs["view"]
     await press(view, "Save", make_interaction(bot, guild_id=a))
-    tale_id = view.tale.id
-    seen = await run(bot, "tale show", make_interaction(bot, guild_id=b), id=tale_id)
-    assert f"no tale #{tale_id}" in ephemeral_text(seen)
-    removed = await run(bot, "tale remove", make_interaction(bot, guild_id=b, manage_messages=True), id=tale_id)
-    assert f"no tale #{tale_id}" in ephemeral_text(removed)
+    tid = tale_id(view)
+    seen = await run(bot, "tale show", make_interaction(bot, guild_id=b), id=tid)
+    assert f"no tale #{tid}" in ephemeral_text(seen)
+    removed = await run(bot, "tale remove", make_interaction(bot, guild_id=b, manage_messages=True), id=tid)
+    assert f"no tale #{tid}" in ephemeral_text(removed)
+    voter = make_interaction(bot, guild_id=b)
+    await press(view, "👍", voter)  # a button from server A pressed in server B
+    assert f"no tale #{tid}" in ephemeral_text(voter)
     g = await run(bot, "gallery", make_interaction(bot, guild_id=b))
     assert not g.response.send_message.call_args.kwargs["embed"].fields
-    assert (await bot.gallery.get(a, tale_id)).id == tale_id
+    assert (await bot.gallery.get(a, tid)).votes == 0
+
+
+async def test_tale_buttons_work_after_a_restart(bot):
+    """Buttons carry the tale id: discord.py rebuilds them from the custom_id, no view in memory."""
+    from bot.cogs.story import TALE_BUTTONS, VoteButton
+
+    guild = next(guilds)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry", length=150)
+    custom_id = button(story.edit_original_response.call_args.kwargs["view"], "👍").custom_id
+    registered = set(bot._connection._view_store._dynamic_items.values())  # what discord.py dispatches to
+    assert set(TALE_BUTTONS) <= registered
+    match = VoteButton.__discord_ui_compiled_template__.fullmatch(custom_id)
+    rebuilt = await VoteButton.from_custom_id(None, None, match)
+    voter = make_interaction(bot, guild_id=guild, user_id=31)
+    await rebuilt.callback(voter)
+    assert (await bot.gallery.get(guild, rebuilt.tale_id)).votes == 1
 
 
 async def test_unexpected_errors_are_logged_not_shown(bot, caplog, monkeypatch):

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.story import StoryView, tale_embed
+from bot.cogs.story import story_view, tale_embed
 from bot.errors import NO_MENTIONS, MemberError
 from bot.views import Paginator
 
@@ -48,8 +48,7 @@ class GalleryCog(commands.Cog):
     @app_commands.describe(id="The tale's number (#id in its footer)")
     async def show(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
         found = await self.bot.gallery.get(interaction.guild_id, id)
-        story_cog = self.bot.get_cog("StoryCog")
-        await interaction.response.send_message(embed=tale_embed(found), view=StoryView(story_cog, found),
+        await interaction.response.send_message(embed=tale_embed(found), view=story_view(found),
                                                 allowed_mentions=NO_MENTIONS)
 
     @tale.command(name="remove", description="Remove a tale (its author, or members with Manage Messages)")

@@ -8,7 +8,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.db import Tale
-from bot.errors import NO_MENTIONS, CooldownActive, MemberError, QuillView
+from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from model.generator import InvalidRequest, StoryRequest
 
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
@@ -41,34 +41,73 @@ class Cooldowns:
         self.last.pop((guild_id, user_id), None)
 
 
-class StoryView(QuillView):
-    def __init__(self, cog: "StoryCog", tale: Tale):
-        super().__init__(timeout=3600)
-        self.cog, self.tale = cog, tale
-        self.vote.label = f"👍 {tale.votes}"
-        if tale.in_gallery:
-            self.save.disabled = True
+class _TaleButton:
+    """A button whose custom_id carries the tale id, so it keeps working after a restart and
+    never times out (discord.py rebuilds it from the id: a DynamicItem)."""
 
-    @discord.ui.button(label="Save to gallery", style=discord.ButtonStyle.primary)
-    async def save(self, interaction: discord.Interaction, button: discord.ui.Button):
-        if interaction.user.id != self.tale.author_id:
+    kind = ""
+
+    def __init__(self, tale_id: int, label: str, style=discord.ButtonStyle.secondary, disabled: bool = False):
+        super().__init__(discord.ui.Button(label=label, style=style, disabled=disabled,
+                                           custom_id=f"quill:{self.kind}:{tale_id}"))
+        self.tale_id = tale_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):
+        return cls(int(match["id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            tale = await interaction.client.gallery.get(interaction.guild_id, self.tale_id)
+            await self.press(interaction, tale)
+        except Exception as error:  # a rebuilt item has no view of ours to route errors
+            await answer_error(interaction, error)
+
+
+class SaveButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:save:(?P<id>[0-9]+)"):
+    kind = "save"
+
+    def __init__(self, tale_id: int, saved: bool = False):
+        super().__init__(tale_id, "In the gallery" if saved else "Save to gallery", discord.ButtonStyle.primary,
+                         disabled=saved)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        if interaction.user.id != tale.author_id:
             raise MemberError("Only the tale's author can save it to the gallery.")
-        self.tale = await self.cog.bot.gallery.save_to_gallery(self.tale.guild_id, self.tale.id)
-        button.disabled = True
-        button.label = "In the gallery"
-        await interaction.response.edit_message(view=self, allowed_mentions=NO_MENTIONS)
+        tale = await interaction.client.gallery.save_to_gallery(tale.guild_id, tale.id)
+        await interaction.response.edit_message(view=story_view(tale), allowed_mentions=NO_MENTIONS)
 
-    @discord.ui.button(label="👍", style=discord.ButtonStyle.secondary)
-    async def vote(self, interaction: discord.Interaction, button: discord.ui.Button):
-        self.tale, voted = await self.cog.bot.gallery.toggle_vote(self.tale.guild_id, self.tale.id,
-                                                                  interaction.user.id)
-        button.label = f"👍 {self.tale.votes}"
-        await interaction.response.edit_message(embed=tale_embed(self.tale), view=self,
+
+class VoteButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:vote:(?P<id>[0-9]+)"):
+    kind = "vote"
+
+    def __init__(self, tale_id: int, votes: int = 0):
+        super().__init__(tale_id, f"👍 {votes}")
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        tale, _ = await interaction.client.gallery.toggle_vote(tale.guild_id, tale.id, interaction.user.id)
+        await interaction.response.edit_message(embed=tale_embed(tale), view=story_view(tale),
                                                 allowed_mentions=NO_MENTIONS)
 
-    @discord.ui.button(label="Again", style=discord.ButtonStyle.secondary)
-    async def again(self, interaction: discord.Interaction, button: discord.ui.Button):
-        await self.cog.tell(interaction, self.tale.start)
+
+class AgainButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:again:(?P<id>[0-9]+)"):
+    kind = "again"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Again")
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        await interaction.client.get_cog("StoryCog").tell(interaction, tale.start)
+
+
+TALE_BUTTONS = (SaveButton, VoteButton, AgainButton)
+
+
+def story_view(tale: Tale) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for item in (SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id)):
+        view.add_item(item)
+    return view
 
 
 class StoryCog(commands.Cog):
@@ -76,6 +115,12 @@ class StoryCog(commands.Cog):
         self.bot = bot
         self.cooldowns = Cooldowns()
         self.edit_interval = EDIT_INTERVAL
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*TALE_BUTTONS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*TALE_BUTTONS)
 
     @app_commands.command(name="story", description="Write a tale that begins with your words")
     @app_commands.describe(start="How the tale begins (1-200 characters)",
@@ -108,7 +153,7 @@ class StoryCog(commands.Cog):
         except BaseException:
             self.cooldowns.give_back(guild_id, user.id)
             raise
-        await interaction.edit_original_response(content=None, embed=tale_embed(tale), view=StoryView(self, tale),
+        await interaction.edit_original_response(content=None, embed=tale_embed(tale), view=story_view(tale),
                                                  allowed_mentions=NO_MENTIONS)
         return tale
 
