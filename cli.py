@@ -179,14 +179,11 @@ def main(argv=None) -> int:
     for add in (add_train, add_story, add_run, add_bench):
         add(sub)
     args = parser.parse_args(argv)
-    from bot.settings import SettingsError
-    from model.bundle import BundleError
     from model.generator import GeneratorError
-    from train.corpus import CorpusError
 
     try:
         return COMMANDS[args.command](args)
-    except (BundleError, CorpusError, GeneratorError, SettingsError, ValueError) as e:
+    except (ValueError, GeneratorError) as e:  # bad input: bundle, corpus, settings, request
         print(f"quill {args.command}: error: {e}", file=sys.stderr)
         return 2
 
