@@ -90,6 +90,7 @@ class StoryGenerator:
         await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
         if process.is_alive():
             process.kill()
+            process.join(5)
         inbox.close()
 
     @property
@@ -101,6 +102,8 @@ class StoryGenerator:
         return len(self._waiting)
 
     def _spawn(self) -> None:
+        if self._inbox is not None:
+            self._inbox.close()  # the previous process's pipe
         ctx = multiprocessing.get_context("spawn")
         inbox_read, inbox_write = ctx.Pipe(duplex=False)
         outbox_read, outbox_write = ctx.Pipe(duplex=False)
@@ -121,9 +124,17 @@ class StoryGenerator:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
-            self._loop.call_soon_threadsafe(self._on_message, generation, message)
+            if not self._deliver(self._on_message, generation, message):
+                break
         conn.close()
-        self._loop.call_soon_threadsafe(self._on_death, generation)
+        self._deliver(self._on_death, generation)
+
+    def _deliver(self, callback, *args) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+            return True
+        except RuntimeError:  # the event loop is closed: the program is ending
+            return False
 
     def _on_message(self, generation: int, message: tuple) -> None:
         if generation != self._generation:
