@@ -271,8 +271,8 @@ class ConsoleInteraction:
 
 
 async def run_console(bot, stdin=sys.stdin, out=sys.stdout) -> None:
-    await bot.prepare()
     try:
+        await bot.prepare()
         await Console(bot, out).run(stdin)
     finally:
         await bot.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,10 @@ DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN = 0.5, 800, 20
 LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
 
 
+class DatabaseError(ValueError):
+    """The database file cannot be opened or migrated; the message names it."""
+
+
 class Database:
     def __init__(self, conn: aiosqlite.Connection):
         self.conn = conn
@@ -56,16 +61,27 @@ class Database:
 
     @classmethod
     async def open(cls, path) -> "Database":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return await cls._open(path)
+        except (OSError, sqlite3.Error) as e:
+            raise DatabaseError(f"cannot open the database {path}: {e}") from None
+
+    @classmethod
+    async def _open(cls, path) -> "Database":
         conn = await aiosqlite.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")  # a confirmed tale survives a crash
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        db = cls(conn)
-        await db.migrate()
-        return db
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")  # a confirmed tale survives a crash
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            db = cls(conn)
+            await db.migrate()
+            return db
+        except BaseException:
+            await conn.close()  # its worker thread would keep the program alive
+            raise
 
     async def close(self) -> None:
         await self.conn.close()

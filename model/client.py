@@ -54,6 +54,8 @@ class StoryGenerator:
         self._waiting: deque[_Pending] = deque()
         self._running: dict[int, _Pending] = {}
         self._ready = asyncio.Event()
+        self._down = asyncio.Event()  # set when the process cannot be started: stop waiting for it
+        self._start_error: str | None = None
         self._process = None
         self._inbox = None
         self._generation = 0
@@ -69,10 +71,12 @@ class StoryGenerator:
         await self.wait_ready()
 
     async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise GeneratorUnavailable(self.down_reason or "the story generator did not start in time") from None
+        waits = [asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._down.wait())]
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if not self._ready.is_set():
+            raise GeneratorUnavailable(self.down_reason or "the story generator did not start in time")
 
     async def close(self) -> None:
         self._closing = True
@@ -104,6 +108,8 @@ class StoryGenerator:
     def _spawn(self) -> None:
         if self._inbox is not None:
             self._inbox.close()  # the previous process's pipe
+        self._start_error = None
+        self._down.clear()
         ctx = multiprocessing.get_context("spawn")
         inbox_read, inbox_write = ctx.Pipe(duplex=False)
         outbox_read, outbox_write = ctx.Pipe(duplex=False)
@@ -140,6 +146,9 @@ class StoryGenerator:
         if generation != self._generation:
             return
         kind = message[0]
+        if kind == "failed":  # it could not load the model: retrying will not help
+            self._start_error = message[1]
+            return
         if kind == "ready":
             self.info, self._failures, self.down_reason = message[1], 0, None
             self._ready.set()
@@ -173,15 +182,20 @@ class StoryGenerator:
             pending.events.put_nowait(GeneratorUnavailable(
                 "the storyteller stopped unexpectedly while writing this story; please try again"))
         self._running.clear()
-        self._failures = 0 if was_ready else self._failures + 1
-        if not was_ready:
-            self.down_reason = f"the story generator failed to start (exit code {code}); see the bot's log"
-        log.error("generator process died (exit code %s); restarting", code)
-        if self._failures > len(RESTART_DELAYS):
+        if was_ready:
+            self._failures = 0
+        else:
+            self._failures += 1
+            self.down_reason = "the story generator could not start: " + (
+                self._start_error or f"its process exited with code {code}; see the bot's log")
+        if self._start_error or self._failures > len(RESTART_DELAYS):
+            log.error("%s", self.down_reason)
             for pending in self._waiting:
                 pending.events.put_nowait(GeneratorUnavailable(self.down_reason))
             self._waiting.clear()
-            return  # gave up: stays down until the next request tries once more
+            self._down.set()
+            return  # stays down until the next request tries once more
+        log.error("generator process died (exit code %s); restarting", code)
         delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS)) - 1] if self._failures else 0
         self.restarts += 1
         self._loop.call_later(delay, self._respawn, self._generation)
@@ -219,10 +233,11 @@ class StoryGenerator:
         request = request.validated(self.vocab, self.config)
         if self._closing:
             raise GeneratorUnavailable("the storyteller is shutting down")
-        if not self._ready.is_set() and self.down_reason and self._failures > len(RESTART_DELAYS):
+        if self._down.is_set():
             self._failures = len(RESTART_DELAYS)  # one more try, for later requests
+            reason = self.down_reason
             self._spawn()
-            raise GeneratorUnavailable(self.down_reason)
+            raise GeneratorUnavailable(reason)
         full = len(self._running) >= self.config.max_batch or not self._ready.is_set()
         if full and len(self._waiting) >= self.config.queue_size:
             raise GeneratorBusy(len(self._waiting))

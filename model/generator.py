@@ -174,8 +174,12 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     from model.bundle import load_bundle
     from model.engine import make_engine
 
-    bundle = load_bundle(config.model)
-    engine = make_engine(bundle.model)
+    try:
+        bundle = load_bundle(config.model)
+        engine = make_engine(bundle.model)
+    except Exception as e:  # tell the client why, instead of only dying
+        outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
+        return
     scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds)
     outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
     while True:

@@ -327,3 +327,14 @@ def test_bad_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_path):
     assert cli.main(["run"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("quill run: error: Discord refused DISCORD_TOKEN")
+
+
+async def test_unusable_database_file_is_a_clear_error(tmp_path):
+    from bot.db import Database, DatabaseError
+
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(DatabaseError, match="cannot open the database .*folder.db"):
+        await Database.open(tmp_path / "folder.db")
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseError, match="junk.db"):
+        await Database.open(tmp_path / "junk.db")

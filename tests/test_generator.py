@@ -251,3 +251,21 @@ def test_device_engine_agrees_with_model_keras(bundle, engine):
     np_logits, _ = engine.step(batch_ids, engine.zero_state(3))
     dev_logits, _ = device.step(batch_ids, device.zero_state(3))
     np.testing.assert_allclose(dev_logits, np_logits, atol=1e-4)
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_cannot_load_fails_fast_with_the_reason(tiny_bundle, tmp_path):
+    import shutil
+    import time
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    (broken / "model.keras").write_bytes(b"not a zip")
+    generator = StoryGenerator(GeneratorConfig(model=broken))
+    started = time.monotonic()
+    with pytest.raises(GeneratorUnavailable, match="could not start: .*model.keras cannot be loaded"):
+        await generator.start()
+    assert time.monotonic() - started < 30  # no waiting out the start timeout
+    with pytest.raises(GeneratorUnavailable, match="could not start"):
+        await generator.generate(StoryRequest(PROMPT, 200))
+    await generator.close()
