@@ -29,11 +29,22 @@ def test_two_epochs_beat_the_unigram_entropy(tiny_bundle, tiny_corpus, tiny_conf
         assert key in card
 
 
+def saved_variable_groups(model_file) -> set:
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(model_file) as z, h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as f:
+        return set(f.keys())
+
+
 def test_bundle_is_plain_keras_and_reloads_to_identical_logits(tiny_bundle):
     import keras
 
     plain = keras.saving.load_model(tiny_bundle / "model.keras")  # no custom objects needed
-    assert getattr(plain, "optimizer", None) is None  # saved without optimizer state
+    assert getattr(plain, "optimizer", None) is None
+    assert "optimizer" not in saved_variable_groups(tiny_bundle / "model.keras")  # no optimizer state on disk
     bundle = load_bundle(tiny_bundle)
     ids = bundle.vocab.encode(bundle.vocab.prepare("Harry looked at the castle."))[None, :]
     np.testing.assert_array_equal(np.asarray(plain(ids)), np.asarray(bundle.model(ids)))
@@ -153,3 +164,14 @@ def test_ctrl_c_writes_the_bundle_from_the_best_checkpoint(tiny_corpus, tiny_con
     assert card["best_epoch"] == 1 and card["epochs_run"] == 1
     assert not list(out.glob(".bundle-*"))  # no half-written staging folder left
     load_bundle(out)
+
+
+def test_shipped_default_model_is_small_plain_and_consistent():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "default"
+    assert (shipped / "model.keras").stat().st_size <= 10 * 2**20
+    assert "optimizer" not in saved_variable_groups(shipped / "model.keras")
+    bundle = load_bundle(shipped)
+    assert bundle.card["val_bpc"] < 1.80  # better than the seed recipe's best on the same split
+    assert bundle.vocab.prepare("Harry Potter looked at Snape.") == "Harry Potter looked at Snape."
