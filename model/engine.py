@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-_SIGMOID_CLIP = 30.0  # exp overflow guard; sigmoid is flat well before this
-
-
 def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -_SIGMOID_CLIP, _SIGMOID_CLIP)))
+    # One tanh instead of clip + exp + divide: exact, overflow-free, and fewer passes at batch 1.
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
 class _NumpyMath:
