@@ -68,6 +68,7 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     assert int(last.optimizer.iterations.numpy()) == state["steps"]
     assert float(last.optimizer.learning_rate.numpy()) == pytest.approx(0.005)  # changed for the rest
     assert state["config"]["learning_rate"] == 0.005 and state["config"]["units"] == [48, 32]
+    assert [round(h["learning_rate"], 6) for h in state["history"]] == [0.01, 0.005]  # the schedule, per epoch
     assert json.loads((out / "card.json").read_text())["epochs_run"] == 2
 
 

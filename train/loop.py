@@ -102,7 +102,8 @@ class Checkpointer(keras.callbacks.Callback):
         val = float(logs["val_loss"])
         record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val,
                   "val_bpc": val / LN2, "seconds": round(time.monotonic() - self.epoch_start, 1),
-                  "steps": self.steps_done, "partial": self.steps_done < self.steps_per_epoch}
+                  "steps": self.steps_done, "partial": self.steps_done < self.steps_per_epoch,
+                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
         s["history"].append(record)
         s["epoch"] = epoch + 1
         improved = s["best"] is None or val < s["best"]["val_loss"]
