@@ -54,7 +54,7 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     from train.loop import train
 
     out = tmp_path / "run"
-    train([tiny_corpus], out, replace(tiny_config, epochs=1), log=lambda *a: None)
+    train([tiny_corpus], out, replace(tiny_config, epochs=1), name="hogwarts", log=lambda *a: None)
     first = json.loads((out / "checkpoints" / "state.json").read_text())
     with pytest.raises(ValueError, match="--units cannot change on --resume"):
         train([tiny_corpus], out, resume=True, overrides={"units": (64,)})
@@ -69,7 +69,8 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     assert float(last.optimizer.learning_rate.numpy()) == pytest.approx(0.005)  # changed for the rest
     assert state["config"]["learning_rate"] == 0.005 and state["config"]["units"] == [48, 32]
     assert [round(h["learning_rate"], 6) for h in state["history"]] == [0.01, 0.005]  # the schedule, per epoch
-    assert json.loads((out / "card.json").read_text())["epochs_run"] == 2
+    card = json.loads((out / "card.json").read_text())
+    assert card["epochs_run"] == 2 and card["name"] == "hogwarts"  # the resumed run keeps its name
 
 
 def test_max_steps_stops_mid_epoch_and_still_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):

@@ -186,6 +186,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                  "epoch": 0, "steps": 0, "history": [], "best": None, "stopped": None,
                  "wall_seconds": 0.0}
     state["stopped"], state["config"] = None, config.to_dict()
+    state["name"] = name = name or state.get("name") or out.name  # a resumed run keeps its name
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     started = time.monotonic()
     callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch),
@@ -211,7 +212,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         model.load_weights(best_weights)  # restore the best epoch
     write_json_atomic(state_path, state)
     card = {
-        "name": name or out.name,
+        "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "architecture": config.architecture(),
         "hyperparameters": config.to_dict(),
