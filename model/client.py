@@ -62,7 +62,6 @@ class StoryGenerator:
         self._failures = 0
         self._closing = False
         self.down_reason: str | None = None
-        self.restarts = 0
 
     # -- life cycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,7 +196,6 @@ class StoryGenerator:
             return  # stays down until the next request tries once more
         log.error("generator process died (exit code %s); restarting", code)
         delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS)) - 1] if self._failures else 0
-        self.restarts += 1
         self._loop.call_later(delay, self._respawn, self._generation)
 
     def _respawn(self, generation: int) -> None:
