@@ -80,7 +80,7 @@ def cmd_story(args) -> int:
         model = Path(args.model or default_model())
         generator = StoryGenerator(GeneratorConfig(model=model, max_length=max(args.length, 2000)))
         request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p)
-        request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
+        request = request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
         await generator.start()
         try:
             async for event in generator.stream(request):

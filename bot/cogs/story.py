@@ -141,7 +141,7 @@ class StoryCog(commands.Cog):
         if not (START_LIMITS[0] <= len(start.strip()) and len(start) <= START_LIMITS[1]):
             raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
         request = StoryRequest(start, length or settings.story_length, settings.temperature, seed)
-        request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
+        request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
         self.cooldowns.take(guild_id, user.id, settings.cooldown_seconds)
         try:
             await interaction.response.defer(thinking=True)
