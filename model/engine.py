@@ -1,4 +1,9 @@
-"""Fast CPU inference over a bundle's weights: numpy + BLAS, one batched step for all rows.
+"""Inference engines over a bundle's weights: one batched step for all rows, and `generate`,
+a run of steps with sampling, which is what the generator calls.
+
+- NumpyEngine: the reference, plain numpy; every other engine is tested against it.
+- FusedEngine: the CPU engine; the same math compiled with numba (model.kernels).
+- DeviceEngine: the same math through keras.ops, compiled for a GPU (jax.jit or XLA).
 
 Two folds keep a step to one matrix product per layer:
 - the embedding and the first layer's input projection become one table (vocab x gates);
@@ -11,6 +16,10 @@ started at different times (TensorFlow's text-generation tutorial carries states
 from __future__ import annotations
 
 import numpy as np
+
+from model import kernels
+from model.sampler import sample_rows
+
 
 def _sigmoid(x):
     # One tanh instead of clip + exp + divide: exact, overflow-free, and fewer passes at batch 1.
@@ -63,7 +72,8 @@ class _LSTM:
 
 class NumpyEngine:
     """Logits and next states for a batch of rows, from a Keras model built by model.network.
-    A row's state per layer is [cell state | that layer's recurrent projection for the next step]."""
+    The state is one array, a row per request; per layer it holds
+    [cell state | that layer's recurrent projection for the next step]."""
 
     name = "numpy"
     math = _NumpyMath
@@ -92,46 +102,102 @@ class NumpyEngine:
                       for l, (k, _) in zip(self.layers, nexts)]
         self.fused_bias = [np.concatenate([l.recurrent_bias, b]) for l, (_, b) in zip(self.layers, nexts)]
         self.vocab_size = embedding.shape[0]
+        widths = [l.cell_size + l.gates for l in self.layers]
+        self.state_at = np.cumsum([0] + widths)[:-1].tolist()  # where each layer's columns start
+        self.state_width = sum(widths)
 
-    def zero_state(self, rows: int) -> list[np.ndarray]:
+    def zero_state(self, rows: int) -> np.ndarray:
         """A fresh story: zero cell state, so the recurrent projection is just the bias."""
-        return [np.concatenate([np.zeros((rows, l.cell_size), np.float32),
-                                np.tile(l.recurrent_bias.astype(np.float32), (rows, 1))], axis=1)
-                for l in self.layers]
+        return np.concatenate([np.concatenate([np.zeros((rows, l.cell_size), np.float32),
+                                               np.tile(l.recurrent_bias.astype(np.float32), (rows, 1))], axis=1)
+                               for l in self.layers], axis=1)
 
-    def step(self, ids, states):
-        """One character per row: ids (rows,) -> logits (rows, vocab), new states."""
-        return self._run(self.input_table[np.asarray(ids)], states)
+    def _split(self, state, layer, at):
+        return state[:, at:at + layer.cell_size], state[:, at + layer.cell_size:at + layer.cell_size + layer.gates]
 
-    def _run(self, xp, states):
-        m, new_states = self.math, []
-        for layer, state, fused, bias in zip(self.layers, states, self.fused, self.fused_bias):
-            h, cell_state = layer.cell(xp, state[:, layer.cell_size:], state[:, :layer.cell_size], m)
+    def step(self, ids, state):
+        """One character per row: ids (rows,) -> logits (rows, vocab), new state."""
+        return self._run(self.input_table[np.asarray(ids)], state)
+
+    def _run(self, xp, state):
+        m, parts = self.math, []
+        for layer, at, fused, bias in zip(self.layers, self.state_at, self.fused, self.fused_bias):
+            cell_state, hp = self._split(state, layer, at)
+            h, cell_state = layer.cell(xp, hp, cell_state, m)
             out = h @ fused + bias
-            new_states.append(m.concatenate([cell_state, out[:, :layer.gates]], axis=1))
+            parts += [cell_state, out[:, :layer.gates]]
             xp = out[:, layer.gates:]
-        return xp, new_states
+        return xp, m.concatenate(parts, axis=1)
 
     def prime(self, ids, state):
         """Feed a whole prompt through one row, layer by layer: each layer's input projection is
         one matrix product over the whole prompt. Returns the logits after its last character."""
-        m, x, new_state = self.math, None, []
-        for i, (layer, s) in enumerate(zip(self.layers, state)):
+        m, x, parts = self.math, None, []
+        for i, (layer, at) in enumerate(zip(self.layers, self.state_at)):
             xp = self.input_table[np.asarray(ids)] if i == 0 else x @ layer.kernel + layer.input_bias
-            cell_state, hp, outputs = s[:, :layer.cell_size], s[:, layer.cell_size:], []
+            cell_state, hp = self._split(state, layer, at)
+            outputs = []
             for t in range(len(xp)):
                 h, cell_state = layer.cell(xp[t:t + 1], hp, cell_state, m)
                 hp = h @ layer.recurrent + layer.recurrent_bias
                 outputs.append(h)
             x = np.concatenate(outputs)
-            new_state.append(np.concatenate([cell_state, hp], axis=1))
-        return x[-1:] @ self.dense_kernel + self.dense_bias, new_state
+            parts += [cell_state, hp]
+        return x[-1:] @ self.dense_kernel + self.dense_bias, np.concatenate(parts, axis=1)
+
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
+        """uniforms.shape[1] steps for every row: sample from the row's logits with its own
+        uniform draw, then feed the character. Returns ids (rows, steps), logits, state."""
+        ids = np.empty(uniforms.shape, np.int64)
+        for t in range(uniforms.shape[1]):
+            ids[:, t] = sample_rows(logits, uniforms[:, t], temperature, top_k, top_p)
+            logits, state = self.step(ids[:, t], state)
+        return ids, np.asarray(logits), np.asarray(state)
+
+
+class FusedEngine(NumpyEngine):
+    """The CPU engine the generator uses: NumpyEngine's folded weights, run by numba-compiled
+    kernels (model.kernels): a whole run of steps, sampling included, per call. Priming runs
+    there too, so the process never wakes BLAS threads that would then spin against the kernels."""
+
+    name = "fused"
+
+    def __init__(self, model):
+        super().__init__(model)
+        layout, weights, biases, weights_at, bias_at = [], [], [], 0, 0
+        for layer, at, fused, bias in zip(self.layers, self.state_at, self.fused, self.fused_bias):
+            kind = kernels.GRU if isinstance(layer, _GRU) else kernels.LSTM
+            outputs = fused.shape[1]
+            layout.append((layer.units, kind, layer.gates, layer.cell_size, at, outputs, weights_at, bias_at))
+            weights.append(fused.T.ravel())  # (outputs, units): each output's weights contiguous
+            biases.append(bias)
+            weights_at, bias_at = weights_at + fused.size, bias_at + outputs
+        self._weights = (np.ascontiguousarray(self.input_table, np.float32),
+                         np.concatenate(weights).astype(np.float32), np.concatenate(biases).astype(np.float32),
+                         np.array(layout, np.int64))
+        # Compile (or load from numba's cache) now, not on the first story.
+        logits, state = self.prime([0], self.zero_state(1))
+        self.generate(logits, state, np.zeros((1, 1)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
+
+    def prime(self, ids, state):
+        logits, state = np.zeros((1, self.vocab_size), np.float32), np.array(state, np.float32, order="C")
+        kernels.prime(np.asarray(ids, np.int64), logits, state, *self._weights)
+        return logits, state
+
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
+        logits = np.array(logits, np.float32, order="C")  # copies: the kernel works in place
+        state = np.array(state, np.float32, order="C")
+        settings = [np.ascontiguousarray(a, dtype) for a, dtype in
+                    ((uniforms, np.float64), (temperature, np.float64), (top_k, np.int64), (top_p, np.float64))]
+        ids = kernels.generate(logits, state, *settings, *self._weights)
+        return ids, logits, state
 
 
 class DeviceEngine(NumpyEngine):
-    """The same step compiled for an accelerator through Keras' backend (jax.jit on JAX,
-    an XLA tf.function on TensorFlow). Weights live on the device; logits and states come back
-    as numpy arrays because sampling and row bookkeeping happen on the host."""
+    """The same steps compiled for an accelerator through Keras' backend (jax.jit on JAX, an XLA
+    tf.function on TensorFlow). `generate` runs all its steps, sampling included, in one compiled
+    call, so states stay on the device and only the ids, logits and state of the run come back.
+    Row counts are padded to a power of two so a handful of shapes are ever compiled."""
 
     name = "device"
 
@@ -139,30 +205,47 @@ class DeviceEngine(NumpyEngine):
         import keras
 
         super().__init__(model)
-        ops = keras.ops
-        to_device = ops.convert_to_tensor
-        self.input_table = to_device(self.input_table)
-        self.fused = [to_device(w) for w in self.fused]
-        self.fused_bias = [to_device(b) for b in self.fused_bias]
+        self.ops = ops = keras.ops
+        self.input_table = ops.convert_to_tensor(self.input_table)
+        self.fused = [ops.convert_to_tensor(w) for w in self.fused]
+        self.fused_bias = [ops.convert_to_tensor(b) for b in self.fused_bias]
         self.math = _KerasMath(ops)
-        self._compiled = _compile(keras.backend.backend(), lambda xp_, *states: self._device_run(xp_, states))
+        backend = keras.backend.backend()
+        self._step = _compile(backend, self._device_step)
+        self._generate = _compile(backend, self._device_generate)
 
-    def _device_run(self, xp, states):
-        logits, new_states = self._run(xp, list(states))
-        return (logits, *new_states)
+    def _device_step(self, ids, state):
+        return self._run(self.ops.take(self.input_table, ids, axis=0), state)
 
-    def step(self, ids, states):
-        import keras
+    def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p):
+        ids = []
+        for t in range(uniforms.shape[1]):  # a short run, unrolled: same code on every backend
+            ids.append(sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, xp=self.ops))
+            logits, state = self._device_step(ids[-1], state)
+        return self.ops.stack(ids, axis=1), logits, state
 
-        xp = keras.ops.take(self.input_table, keras.ops.convert_to_tensor(np.asarray(ids, np.int32)), axis=0)
-        logits, *states = self._compiled(xp, *states)
-        return np.asarray(logits), [np.asarray(s) for s in states]
+    def step(self, ids, state):
+        logits, state = self._step(np.asarray(ids, np.int32), np.asarray(state, np.float32))
+        return np.asarray(logits), np.asarray(state)
 
     def prime(self, ids, state):
         logits = None
         for i in ids:  # one compiled step per prompt character keeps a single compiled shape family
             logits, state = self.step([i], state)
         return logits, state
+
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
+        rows = len(logits)
+        padded = 1 << (rows - 1).bit_length()
+
+        def pad(a, dtype, fill):
+            a = np.asarray(a, dtype)
+            return np.concatenate([a, np.full((padded - rows, *a.shape[1:]), fill, dtype)])
+
+        ids, logits, state = self._generate(
+            pad(logits, np.float32, 0), pad(state, np.float32, 0), pad(uniforms, np.float32, 0.5),
+            pad(temperature, np.float32, 1), pad(top_k, np.int32, 0), pad(top_p, np.float32, 1))
+        return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows]
 
 
 class _KerasMath:
@@ -193,8 +276,6 @@ def has_accelerator() -> bool:
     return False
 
 
-def make_engine(model, device: str = "auto"):
-    """The fastest engine this machine has: the compiled device step on a GPU, numpy on a CPU."""
-    if device == "device" or (device == "auto" and has_accelerator()):
-        return DeviceEngine(model)
-    return NumpyEngine(model)
+def make_engine(model):
+    """The fastest engine this machine has: the compiled device loop on a GPU, numba on a CPU."""
+    return DeviceEngine(model) if has_accelerator() else FusedEngine(model)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.sampler import StoryEnd, sample_rows
+from model.sampler import StoryEnd
 from model.vocab import UnknownCharacters, Vocabulary
 
 
@@ -30,6 +30,7 @@ class GeneratorConfig:
     timeout: float = 120.0  # seconds per request, waiting included
     flush_chars: int = 64  # stream a chunk when this much text is ready...
     flush_seconds: float = 0.1  # ...or this long after the last one
+    steps_per_call: int = 16  # characters per row between looks at the inbox (joins, cancels)
 
 
 class GeneratorError(Exception):
@@ -111,14 +112,18 @@ class _Row:
 
 class Scheduler:
     """Continuous batching over an engine. Rows are kept compact: row i of every array is
-    self.rows[i]."""
+    self.rows[i]. Each call to `advance` writes a short run of characters for every row in one
+    engine call; rows join and leave between runs. A row that ends mid-run keeps only its text up
+    to the end, so its story is the same whatever run length or company it had."""
 
-    def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1):
+    def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1,
+                 steps_per_call: int = 16):
         self.engine, self.vocab = engine, vocab
-        self.flush_chars, self.flush_seconds = flush_chars, flush_seconds
+        self.flush_chars, self.flush_seconds, self.steps_per_call = flush_chars, flush_seconds, steps_per_call
+        self.chars = np.array(list(vocab.chars))
         self.rows: list[_Row] = []
         self.logits = np.zeros((0, engine.vocab_size), np.float32)
-        self.states = engine.zero_state(0)
+        self.state = engine.zero_state(0)
         self.settings = np.zeros((0, 3))  # temperature, top_k, top_p
 
     @property
@@ -130,24 +135,27 @@ class Scheduler:
         logits, state = self.engine.prime(self.vocab.encode(request.start), self.engine.zero_state(1))
         self.rows.append(_Row(rid, request, self.flush_seconds))
         self.logits = np.concatenate([self.logits, logits])
-        self.states = [np.concatenate([a, b]) for a, b in zip(self.states, state)]
+        self.state = np.concatenate([self.state, state])
         self.settings = np.concatenate([self.settings, [[request.temperature, request.top_k, request.top_p]]])
 
     def cancel(self, rid: int) -> None:
         self._keep(np.array([row.rid != rid for row in self.rows], bool))
 
-    def step(self) -> list[tuple]:
-        """Sample one character for every row; returns ("chunk", rid, text) and ("done", rid, story)."""
+    def advance(self) -> list[tuple]:
+        """Write the next characters of every row; returns ("chunk", rid, text) and ("done", rid, story)."""
         if not self.rows:
             return []
-        uniforms = np.array([row.rng.random() for row in self.rows])
-        ids = sample_rows(self.logits, uniforms, self.settings[:, 0], self.settings[:, 1].astype(int),
-                          self.settings[:, 2])
+        uniforms = np.stack([row.rng.random(self.steps_per_call) for row in self.rows])
+        ids, self.logits, self.state = self.engine.generate(
+            self.logits, self.state, uniforms, self.settings[:, 0], self.settings[:, 1].astype(np.int64),
+            self.settings[:, 2])
         out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()
-        for i, (row, nxt) in enumerate(zip(self.rows, ids)):
-            row.text += self.vocab.chars[nxt]
-            if row.end.done(row.text):
-                out.append(("done", row.rid, row.end.finish(row.text)))
+        for i, row in enumerate(self.rows):
+            checked = len(row.text)
+            row.text += "".join(self.chars[ids[i]])
+            stop = row.end.stop(row.text, checked)
+            if stop is not None:
+                out.append(("done", row.rid, row.end.finish(row.text[:stop])))
                 keep[i] = False
             elif now - row.last_flush >= self.flush_seconds or len(row.text) - row.sent >= self.flush_chars:
                 # Stream whole words only: the hard length limit may still cut a partial one.
@@ -156,16 +164,13 @@ class Scheduler:
                     out.append(("chunk", row.rid, row.text[row.sent:upto]))
                     row.sent, row.last_flush = upto, now
         self._keep(keep)
-        if self.rows:
-            self.logits, self.states = self.engine.step(ids[keep], self.states)
         return out
 
     def _keep(self, keep: np.ndarray) -> None:
         if keep.all():
             return
         self.rows = [row for row, k in zip(self.rows, keep) if k]
-        self.logits, self.settings = self.logits[keep], self.settings[keep]
-        self.states = [s[keep] for s in self.states]
+        self.logits, self.state, self.settings = self.logits[keep], self.state[keep], self.settings[keep]
 
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
@@ -180,7 +185,8 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     except Exception as e:  # tell the client why, instead of only dying
         outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
         return
-    scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds)
+    scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds,
+                          config.steps_per_call)
     outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
     while True:
         try:
@@ -196,7 +202,7 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
                         scheduler.add(rid, request)
                     except (UnknownCharacters, ValueError) as e:
                         outbox.send(("error", rid, str(e)))
-            for item in scheduler.step():
+            for item in scheduler.advance():
                 outbox.send(item)
         except (EOFError, BrokenPipeError, KeyboardInterrupt):
             return  # the client is gone

@@ -8,29 +8,28 @@ CLOSING_QUOTES = "\"')"
 OVERRUN = 200  # a story never runs more than this past its target
 
 
-def sample_rows(logits: np.ndarray, uniforms: np.ndarray, temperature: np.ndarray,
-                top_k: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np):
     """Draw one id per row. Each row uses only its own logits, settings and uniform draw, so a
     row's choice never depends on which other rows share the batch.
 
     temperature divides the logits (the seed recipe's "scaling"); top_k keeps the k likeliest
-    (0: all); top_p keeps the smallest set whose probability reaches p (1: all)."""
-    z = logits.astype(np.float64) / temperature[:, None]
-    rows = np.arange(len(z))
-    limited = (top_k > 0) & (top_k < z.shape[1])
-    if limited.any():
-        kth = -np.sort(-z, axis=1)[rows, np.clip(top_k - 1, 0, z.shape[1] - 1)]
-        z = np.where(limited[:, None] & (z < kth[:, None]), -np.inf, z)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    nucleus = top_p < 1.0
-    if nucleus.any():
-        sorted_p = -np.sort(-p, axis=1)
-        before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of the likelier ones
-        smallest_kept = np.where(before < top_p[:, None], sorted_p, np.inf).min(axis=1)
-        p = np.where(nucleus[:, None] & (p < smallest_kept[:, None]), 0.0, p)
-    cdf = np.cumsum(p, axis=1)
-    return np.argmax(cdf > (uniforms * cdf[:, -1])[:, None], axis=1)
+    (0: all); top_p keeps the smallest set whose probability reaches p (1: all).
+    xp is numpy or keras.ops: the same steps run on the host and inside a compiled device loop
+    (without branches, so they trace). model.kernels.sample_row is this function for one row."""
+    z = logits / temperature[:, None]  # float64 on the host, where temperature is float64
+    vocab = z.shape[1]
+    kth = xp.take_along_axis(xp.flip(xp.sort(z, axis=1), axis=1),
+                             xp.clip(top_k - 1, 0, vocab - 1)[:, None], axis=1)
+    limited = (top_k > 0) & (top_k < vocab)
+    z = xp.where(limited[:, None] & (z < kth), -np.inf, z)
+    p = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+    p = p / xp.sum(p, axis=1, keepdims=True)
+    sorted_p = xp.flip(xp.sort(p, axis=1), axis=1)
+    before = xp.cumsum(sorted_p, axis=1) - sorted_p  # mass of the likelier ones
+    smallest_kept = xp.min(xp.where(before < top_p[:, None], sorted_p, np.inf), axis=1, keepdims=True)
+    p = xp.where((top_p < 1.0)[:, None] & (p < smallest_kept), 0.0, p)
+    cdf = xp.cumsum(p, axis=1)
+    return xp.argmax(cdf > uniforms[:, None] * cdf[:, -1:], axis=1)
 
 
 class StoryEnd:
@@ -41,19 +40,19 @@ class StoryEnd:
         self.target = target
         self.soft = int(target * 0.9)
 
-    def done(self, text: str) -> bool:
-        n = len(text)
-        if n >= self.target + OVERRUN:
-            return True
-        if n < self.soft or n < 2:
-            return False
-        last, before = text[-1], text[-2]
-        # Done one character *after* the sentence end, when that character is a space/newline,
-        # so a closing quote after the full stop is kept and "Mr." mid-word is not a break.
-        if last.isspace():
-            return before in SENTENCE_ENDS or (before in CLOSING_QUOTES and n >= 3
-                                               and text[-3] in SENTENCE_ENDS)
-        return False
+    def stop(self, text: str, since: int = 0) -> int | None:
+        """The length at which the story ends, looking only past the first `since` characters
+        (those were checked before); None while it goes on."""
+        for n in range(max(since + 1, self.soft, 2), len(text) + 1):
+            if n >= self.target + OVERRUN:
+                return n
+            # Done one character *after* the sentence end, when that character is a space/newline,
+            # so a closing quote after the full stop is kept and "Mr." mid-word is not a break.
+            if text[n - 1].isspace():
+                before = text[n - 2]
+                if before in SENTENCE_ENDS or (before in CLOSING_QUOTES and n >= 3 and text[n - 3] in SENTENCE_ENDS):
+                    return n
+        return None
 
     def finish(self, text: str) -> str:
         """The story as shown: cut back to the last whole word if the hard limit stopped it."""

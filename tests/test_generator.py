@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from model.bundle import load_bundle
 from model.client import StoryGenerator
-from model.engine import NumpyEngine
+from model.engine import FusedEngine, NumpyEngine
 from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailable, InvalidRequest, Scheduler,
                              StoryRequest, StoryTimeout)
 from model.sampler import OVERRUN, StoryEnd, sample_rows
@@ -27,13 +27,24 @@ def engine(bundle):
     return NumpyEngine(bundle.model)
 
 
-def run_alone(engine, vocab, request):
-    scheduler = Scheduler(engine, vocab)
+@pytest.fixture(scope="module")
+def fused(bundle):
+    return FusedEngine(bundle.model)
+
+
+def run_alone(engine, vocab, request, steps_per_call=16):
+    scheduler = Scheduler(engine, vocab, steps_per_call=steps_per_call)
     scheduler.add(1, request)
     while True:
-        for kind, rid, text in scheduler.step():
+        for kind, rid, text in scheduler.advance():
             if kind == "done":
                 return text
+
+
+def run_settings(rows):
+    """Per-row sampling settings that exercise temperature, top-k and top-p together."""
+    return (np.array([0.5, 1.0, 0.8, 1.3])[:rows], np.array([0, 5, 0, 3])[:rows],
+            np.array([1.0, 1.0, 0.9, 0.8])[:rows])
 
 
 # -- engine ------------------------------------------------------------------------------------
@@ -48,15 +59,49 @@ def test_numpy_engine_agrees_with_model_keras(bundle, engine):
     np.testing.assert_allclose(primed[0], expected[-1], atol=1e-4)
 
 
-def test_lstm_engine_agrees_with_keras():
+def test_lstm_engines_agree_with_keras():
     from model.network import build_model
 
     model = build_model(20, 8, (16, 12), cell="lstm")
     ids = np.arange(20, dtype=np.int32)
-    expected = np.asarray(model(ids[None, :]))[0, -1]
-    engine = NumpyEngine(model)
-    logits, _ = engine.prime(ids, engine.zero_state(1))
-    np.testing.assert_allclose(logits[0], expected, atol=1e-4)
+    expected = np.asarray(model(ids[None, :]))[0]
+    engine, fused = NumpyEngine(model), FusedEngine(model)
+    logits, state = engine.prime(ids, engine.zero_state(1))
+    np.testing.assert_allclose(logits[0], expected[-1], atol=1e-4)
+    # The fused run feeds the ids it samples: check it against Keras on the same characters.
+    sampled, fused_logits, _ = fused.generate(logits, state, np.full((1, 6), 0.5), *run_settings(1))
+    expected = np.asarray(model(np.concatenate([ids, sampled[0]])[None, :]))[0, -1]
+    np.testing.assert_allclose(fused_logits[0], expected, atol=1e-4)
+
+
+def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bundle, engine, fused):
+    """The numba engine the generator runs on a CPU: same ids as the numpy reference for the same
+    draws and settings, logits within 1e-4 of model.keras on the characters it wrote."""
+    ids = bundle.vocab.encode(PROMPT)
+    logits, state = engine.prime(ids, engine.zero_state(1))
+    logits, state = np.repeat(logits, 4, 0), np.repeat(state, 4, 0)
+    uniforms = np.random.default_rng(3).random((4, 40))
+    want_ids, want_logits, want_state = engine.generate(logits, state, uniforms, *run_settings(4))
+    got_ids, got_logits, got_state = fused.generate(logits, state, uniforms, *run_settings(4))
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_logits, want_logits, atol=1e-4)
+    np.testing.assert_allclose(got_state, want_state, atol=1e-4)
+    for row in range(4):
+        text = np.concatenate([ids, got_ids[row]])[None, :]
+        np.testing.assert_allclose(got_logits[row], np.asarray(bundle.model(text))[0, -1], atol=1e-4)
+
+
+def test_one_row_sampler_is_the_batch_sampler():
+    from model.kernels import sample_row
+
+    rng = np.random.default_rng(5)
+    n = 300
+    logits = rng.normal(scale=3.0, size=(n, 40)).astype(np.float32)
+    u, temperature = rng.random(n), rng.uniform(0.1, 2.0, n)
+    top_k, top_p = rng.integers(0, 45, n), np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.05, 1.0, n))
+    batch = sample_rows(logits, u, temperature, top_k, top_p)
+    one = [sample_row(logits[i], u[i], temperature[i], top_k[i], top_p[i]) for i in range(n)]
+    np.testing.assert_array_equal(one, batch)
 
 
 # -- sampling and length -----------------------------------------------------------------------
@@ -86,47 +131,54 @@ def test_top_k_and_top_p_restrict_choices():
 
 def test_story_end_rule():
     end = StoryEnd(100)
-    assert not end.done("word " * 16 + "end. ")  # 85 chars: below 90 % of the target
-    assert end.done("x" * 91 + ". ")
-    assert end.done("x" * 91 + '!" ')  # closing quote kept
-    assert not end.done("x" * 91 + ".x")  # "Mr.X", decimals: not a sentence end
-    assert end.done("x" * 300)
+    assert end.stop("word " * 16 + "end. ") is None  # 85 chars: below 90 % of the target
+    assert end.stop("x" * 91 + ". ") == 93
+    assert end.stop("x" * 91 + '!" ') == 94  # closing quote kept
+    assert end.stop("x" * 91 + ".x") is None  # "Mr.X", decimals: not a sentence end
+    assert end.stop("x" * 300) == 300  # the hard limit: target + OVERRUN
+    assert end.stop("x" * 91 + ". Then more. And", since=93) == 104  # the first end past `since`
     assert end.finish("word " * 59 + "unfinishe") == ("word " * 59).rstrip()  # never mid-word
 
 
-def test_stories_respect_length_rule(engine, bundle):
+def test_stories_respect_length_rule(fused, bundle):
     for seed in range(5):
-        text = run_alone(engine, bundle.vocab, StoryRequest(PROMPT, 300, 0.8, seed))
+        text = run_alone(fused, bundle.vocab, StoryRequest(PROMPT, 300, 0.8, seed))
         assert 270 <= len(text) <= 300 + OVERRUN
         assert text[-1] in ".!?\"')" or len(text) > 300
 
 
+def test_run_length_does_not_change_the_story(fused, bundle):
+    request = StoryRequest(PROMPT, 300, 0.8, seed=11)
+    stories = {run_alone(fused, bundle.vocab, request, steps) for steps in (1, 7, 16, 64)}
+    assert len(stories) == 1
+
+
 # -- scheduler: continuous batching ------------------------------------------------------------
-def test_same_seed_same_story_alone_and_in_a_crowd(engine, bundle):
+def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
     request = StoryRequest(PROMPT, 400, 0.7, seed=42)
-    alone = run_alone(engine, bundle.vocab, request)
-    assert run_alone(engine, bundle.vocab, request) == alone
-    scheduler = Scheduler(engine, bundle.vocab)
+    alone = run_alone(fused, bundle.vocab, request)
+    assert run_alone(fused, bundle.vocab, request) == alone
+    scheduler = Scheduler(fused, bundle.vocab, steps_per_call=5)
     for rid in range(10):  # ten others, already mid-story, different settings
         scheduler.add(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
-    for _ in range(37):
-        scheduler.step()
+    for _ in range(7):
+        scheduler.advance()
     scheduler.add(1, request)
     texts = {}
     while 1 not in texts:
-        for kind, rid, text in scheduler.step():
+        for kind, rid, text in scheduler.advance():
             if kind == "done":
                 texts[rid] = text
     assert texts[1] == alone
 
 
-def test_cancel_frees_the_row(engine, bundle):
-    scheduler = Scheduler(engine, bundle.vocab)
+def test_cancel_frees_the_row(fused, bundle):
+    scheduler = Scheduler(fused, bundle.vocab)
     scheduler.add(1, StoryRequest(PROMPT, 1000, seed=1))
     scheduler.add(2, StoryRequest(PROMPT, 1000, seed=2))
-    scheduler.step()
+    scheduler.advance()
     scheduler.cancel(1)
-    assert [row.rid for row in scheduler.rows] == [2] and scheduler.states[0].shape[0] == 1
+    assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -239,7 +291,8 @@ async def test_killed_generator_fails_clearly_then_recovers(generator):
 
 
 def test_device_engine_agrees_with_model_keras(bundle, engine):
-    """The compiled backend step (what runs on a GPU) matches model.keras; here it runs on the CPU."""
+    """The compiled backend loop (what runs on a GPU) matches model.keras and samples like the
+    reference; here it runs on the CPU."""
     from model.engine import DeviceEngine
 
     device = DeviceEngine(bundle.model)
@@ -247,10 +300,13 @@ def test_device_engine_agrees_with_model_keras(bundle, engine):
     expected = np.asarray(bundle.model(ids[None, :]))[0, -1]
     logits, state = device.prime(ids, device.zero_state(1))
     np.testing.assert_allclose(logits[0], expected, atol=1e-4)
-    batch_ids = ids[:3]
-    np_logits, _ = engine.step(batch_ids, engine.zero_state(3))
-    dev_logits, _ = device.step(batch_ids, device.zero_state(3))
-    np.testing.assert_allclose(dev_logits, np_logits, atol=1e-4)
+    logits, state = np.repeat(logits, 3, 0), np.repeat(state, 3, 0)  # 3 rows: padded to 4 inside
+    uniforms = np.random.default_rng(4).random((3, 12))
+    want_ids, want_logits, _ = engine.generate(logits, state, uniforms, *run_settings(3))
+    got_ids, got_logits, got_state = device.generate(logits, state, uniforms, *run_settings(3))
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_logits, want_logits, atol=1e-4)
+    assert got_state.shape == state.shape
 
 
 @pytest.mark.asyncio
