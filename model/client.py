@@ -147,29 +147,31 @@ class StoryGenerator:
         kind = message[0]
         if kind == "failed":  # it could not load the model: retrying will not help
             self._start_error = message[1]
-            return
-        if kind == "ready":
+        elif kind == "ready":
             self.info, self._failures, self.down_reason = message[1], 0, None
             self._ready.set()
             self._dispatch()
-            return
-        pending = self._running.get(message[1])
+        else:  # "events": everything one run of steps produced, in one message
+            for event in message[1]:
+                self._on_event(*event)
+            self._dispatch()
+
+    def _on_event(self, kind: str, rid: int, text: str) -> None:
+        pending = self._running.get(rid)
         if pending is None:
             return  # cancelled meanwhile
         if kind == "chunk":
-            pending.streamed += message[2]
-            pending.events.put_nowait(StoryEvent(text=message[2]))
+            pending.streamed += text
+            pending.events.put_nowait(StoryEvent(text=text))
             return
         del self._running[pending.rid]
         if kind == "done":
-            text = message[2]
             tail = text[len(pending.streamed):] if text.startswith(pending.streamed) else ""
             story = Story(text, pending.request, time.monotonic() - pending.started,
                           self.info.get("model", self.bundle.name), self.info.get("card_hash", ""))
             pending.events.put_nowait(StoryEvent(text=tail, story=story))
         else:
-            pending.events.put_nowait(InvalidRequest(message[2]))
-        self._dispatch()
+            pending.events.put_nowait(InvalidRequest(text))
 
     def _on_death(self, generation: int) -> None:
         if generation != self._generation or self._closing:

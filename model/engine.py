@@ -129,12 +129,17 @@ class NumpyEngine:
             xp = out[:, layer.gates:]
         return xp, m.concatenate(parts, axis=1)
 
-    def prime(self, ids, state):
-        """Feed a whole prompt through one row, layer by layer: each layer's input projection is
-        one matrix product over the whole prompt. Returns the logits after its last character."""
-        m, x, parts = self.math, None, []
+    def prime(self, prompts):
+        """Fresh rows, one per prompt (a list of id arrays), each fed its whole prompt.
+        Returns the logits after each prompt's last character and the rows' state."""
+        rows = [self._prime_one(np.asarray(ids)) for ids in prompts]
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+
+    def _prime_one(self, ids):
+        # Layer by layer: each layer's input projection is one product over the whole prompt.
+        m, x, parts, state = self.math, None, [], self.zero_state(1)
         for i, (layer, at) in enumerate(zip(self.layers, self.state_at)):
-            xp = self.input_table[np.asarray(ids)] if i == 0 else x @ layer.kernel + layer.input_bias
+            xp = self.input_table[ids] if i == 0 else x @ layer.kernel + layer.input_bias
             cell_state, hp = self._split(state, layer, at)
             outputs = []
             for t in range(len(xp)):
@@ -176,13 +181,19 @@ class FusedEngine(NumpyEngine):
                          np.concatenate(weights).astype(np.float32), np.concatenate(biases).astype(np.float32),
                          np.array(layout, np.int64))
         # Compile (or load from numba's cache) now, not on the first story.
-        logits, state = self.prime([0], self.zero_state(1))
+        logits, state = self.prime([[0]])
         self.generate(logits, state, np.zeros((1, 1)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
 
-    def prime(self, ids, state):
-        logits, state = np.zeros((1, self.vocab_size), np.float32), np.array(state, np.float32, order="C")
-        kernels.prime(np.asarray(ids, np.int64), logits, state, *self._weights)
-        return logits, state
+    def prime(self, prompts):
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first
+        lengths = np.array([len(prompts[i]) for i in order], np.int64)
+        ids = np.zeros((len(prompts), lengths.max()), np.int64)
+        for row, i in enumerate(order):
+            ids[row, :lengths[row]] = prompts[i]
+        logits, state = np.zeros((len(prompts), self.vocab_size), np.float32), self.zero_state(len(prompts))
+        kernels.prime(ids, lengths, logits, state, *self._weights)
+        back = np.argsort(order)  # rows in the caller's order
+        return logits[back], state[back]
 
     def generate(self, logits, state, uniforms, temperature, top_k, top_p):
         logits = np.array(logits, np.float32, order="C")  # copies: the kernel works in place
@@ -228,11 +239,14 @@ class DeviceEngine(NumpyEngine):
         logits, state = self._step(np.asarray(ids, np.int32), np.asarray(state, np.float32))
         return np.asarray(logits), np.asarray(state)
 
-    def prime(self, ids, state):
-        logits = None
-        for i in ids:  # one compiled step per prompt character keeps a single compiled shape family
-            logits, state = self.step([i], state)
-        return logits, state
+    def prime(self, prompts):
+        rows = []
+        for ids in prompts:  # one compiled step per character keeps a single compiled shape family
+            logits, state = None, self.zero_state(1)
+            for i in ids:
+                logits, state = self.step([i], state)
+            rows.append((logits, state))
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
 
     def generate(self, logits, state, uniforms, temperature, top_k, top_p):
         rows = len(logits)

@@ -130,13 +130,24 @@ class Scheduler:
     def active(self) -> int:
         return len(self.rows)
 
-    def add(self, rid: int, request: StoryRequest) -> None:
-        """A fresh zero state for the new row, and its prompt primed in one call."""
-        logits, state = self.engine.prime(self.vocab.encode(request.start), self.engine.zero_state(1))
-        self.rows.append(_Row(rid, request, self.flush_seconds))
-        self.logits = np.concatenate([self.logits, logits])
-        self.state = np.concatenate([self.state, state])
-        self.settings = np.concatenate([self.settings, [[request.temperature, request.top_k, request.top_p]]])
+    def add(self, joining: list[tuple[int, StoryRequest]]) -> list[tuple]:
+        """New rows with fresh zero states, their prompts primed together in one engine call.
+        Returns ("error", rid, message) for a request whose prompt cannot be encoded."""
+        errors, rows, prompts = [], [], []
+        for rid, request in joining:
+            try:
+                prompts.append(self.vocab.encode(request.start))
+                rows.append(_Row(rid, request, self.flush_seconds))
+            except KeyError:  # the client validates prompts; this only guards the process
+                errors.append(("error", rid, "the start text has characters this model does not know"))
+        if rows:
+            logits, state = self.engine.prime(prompts)
+            self.rows += rows
+            self.logits = np.concatenate([self.logits, logits])
+            self.state = np.concatenate([self.state, state])
+            self.settings = np.concatenate([self.settings, [[row.request.temperature, row.request.top_k,
+                                                             row.request.top_p] for row in rows]])
+        return errors
 
     def cancel(self, rid: int) -> None:
         self._keep(np.array([row.rid != rid for row in self.rows], bool))
@@ -175,7 +186,8 @@ class Scheduler:
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
     """The generator process: ("start", rid, request) / ("cancel", rid) / ("stop",) in;
-    ("ready", info) / ("chunk", rid, text) / ("done", rid, text) / ("error", rid, message) out."""
+    ("ready", info) / ("failed", reason) / ("events", [event, ...]) out, where an event is
+    ("chunk", rid, text), ("done", rid, text) or ("error", rid, message)."""
     from model.bundle import load_bundle
     from model.engine import make_engine
 
@@ -188,21 +200,21 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds,
                           config.steps_per_call)
     outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
+    joining = []
     while True:
         try:
-            while not scheduler.active or inbox.poll():
+            while not (scheduler.active or joining) or inbox.poll():
                 message = inbox.recv()  # blocks only while idle
                 if message[0] == "stop":
                     return
                 if message[0] == "cancel":
+                    joining = [(rid, request) for rid, request in joining if rid != message[1]]
                     scheduler.cancel(message[1])
                 else:
-                    _, rid, request = message
-                    try:
-                        scheduler.add(rid, request)
-                    except (UnknownCharacters, ValueError) as e:
-                        outbox.send(("error", rid, str(e)))
-            for item in scheduler.advance():
-                outbox.send(item)
+                    joining.append(message[1:])
+            events = scheduler.add(joining) + scheduler.advance()
+            if events:  # one message per run, not per row: each wakes the client's process
+                outbox.send(("events", events))
+            joining = []
         except (EOFError, BrokenPipeError, KeyboardInterrupt):
             return  # the client is gone

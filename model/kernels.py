@@ -16,6 +16,7 @@ from numba import njit, prange
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
 
 GRU, LSTM = 0, 1
+PARALLEL_ROWS = 8  # from this many rows, row loops are split across threads
 # Columns of `layout`, one row per layer.
 UNITS, KIND, GATES, CELL, STATE_AT, OUTPUTS, WEIGHTS_AT, BIAS_AT = range(8)
 
@@ -117,17 +118,24 @@ def cell(kind, units, xp, hp, cell_state, h):
 
 
 @njit(error_model="numpy", cache=True)
-def sample_row(logits, uniform, temperature, top_k, top_p):
-    """sampler.sample_rows for one row, in the same float64 steps so both pick the same id."""
+def sample_row(logits, uniform, temperature, top_k, top_p, p):
+    """sampler.sample_rows for one row, in the same float64 steps so both pick the same id.
+    p is scratch space (vocab,), so the usual case (no top-k/top-p) allocates nothing."""
     n = logits.shape[0]
-    z = logits.astype(np.float64) / temperature
+    for i in range(n):
+        p[i] = logits[i] / temperature
     if 0 < top_k < n:
-        kth = np.sort(z)[n - top_k]
+        kth = np.sort(p)[n - top_k]
         for i in range(n):
-            if z[i] < kth:
-                z[i] = -np.inf
-    p = np.exp(z - z.max())
-    p /= p.sum()
+            if p[i] < kth:
+                p[i] = -np.inf
+    top = p.max()
+    total = 0.0
+    for i in range(n):
+        p[i] = np.exp(p[i] - top)
+        total += p[i]
+    for i in range(n):
+        p[i] /= total
     if top_p < 1.0:
         sorted_p = np.sort(p)[::-1]
         before, smallest_kept = 0.0, np.inf
@@ -138,52 +146,99 @@ def sample_row(logits, uniform, temperature, top_k, top_p):
         for i in range(n):
             if p[i] < smallest_kept:
                 p[i] = 0.0
-    cdf = np.cumsum(p)
-    threshold = uniform * cdf[-1]
+    total = 0.0
     for i in range(n):
-        if cdf[i] > threshold:
+        total += p[i]
+    threshold, cdf = uniform * total, 0.0
+    for i in range(n):
+        cdf += p[i]
+        if cdf > threshold:
             return i
     return 0
 
 
-@njit(fastmath=FAST, error_model="numpy", cache=True)
+@njit(fastmath=FAST, error_model="numpy", inline="always", cache=True)
+def _layer_row(b, i, ids, table, previous, layout, state, h):
+    """Row b's cell in layer i. Its input projection comes from the table (first layer) or from
+    the previous layer's product, whose recurrent part is stored in the state first."""
+    layer = layout[i]
+    at, gates = layer[STATE_AT], layer[GATES]
+    recurrent_at = at + layer[CELL]
+    if i == 0:
+        xp = table[ids[b]]
+    else:
+        before = layout[i - 1]
+        before_at, before_gates = before[STATE_AT] + before[CELL], before[GATES]
+        for j in range(before_gates):  # a loop, not a slice copy: parfors' size checks trip on those
+            state[b, before_at + j] = previous[b, j]
+        xp = previous[b, before_gates:]
+    cell(layer[KIND], layer[UNITS], xp, state[b, recurrent_at:recurrent_at + gates], state[b, at:recurrent_at], h[b])
+
+
+@njit(fastmath=FAST, error_model="numpy", inline="always", cache=True)
+def _last_row(b, out, layer, state, logits):
+    at, gates = layer[STATE_AT] + layer[CELL], layer[GATES]
+    for j in range(gates):
+        state[b, at + j] = out[b, j]
+    for j in range(logits.shape[1]):
+        logits[b, j] = out[b, gates + j]
+
+
+@njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
 def step(ids, logits, state, table, weights, biases, layout):
-    """Feed one character per row: logits and state are updated in place."""
+    """Feed one character per row: logits and state are updated in place. Row loops go to
+    threads only for wide batches: a parallel loop costs ~1.5 us to start, more than one row."""
     rows = ids.shape[0]
-    xp = np.empty((rows, max(layout[:, OUTPUTS].max(), table.shape[1])), np.float32)
-    for b in range(rows):
-        xp[b, :table.shape[1]] = table[ids[b]]
-    for layer in layout:
-        u, gates, at, n = layer[UNITS], layer[GATES], layer[STATE_AT], layer[OUTPUTS]
-        recurrent_at = at + layer[CELL]
-        h = np.empty((rows, u), np.float32)  # contiguous rows, so the product vectorises
+    wide = rows >= PARALLEL_ROWS
+    out = np.empty((rows, 0), np.float32)
+    for i in range(layout.shape[0]):
+        layer = layout[i]
+        h = np.empty((rows, layer[UNITS]), np.float32)  # contiguous rows, so the product vectorises
+        if wide:
+            for b in prange(rows):
+                _layer_row(b, i, ids, table, out, layout, state, h)
+        else:
+            for b in range(rows):
+                _layer_row(b, i, ids, table, out, layout, state, h)
+        n = layer[OUTPUTS]
         out = np.empty((rows, n), np.float32)
-        for b in range(rows):
-            cell(layer[KIND], u, xp[b], state[b, recurrent_at:recurrent_at + gates], state[b, at:recurrent_at], h[b])
-        w = weights[layer[WEIGHTS_AT]:layer[WEIGHTS_AT] + n * u].reshape(n, u)
+        w = weights[layer[WEIGHTS_AT]:layer[WEIGHTS_AT] + n * layer[UNITS]].reshape(n, layer[UNITS])
         matmul_t(h, w, biases[layer[BIAS_AT]:layer[BIAS_AT] + n], out)
+    last = layout[layout.shape[0] - 1]
+    if wide:
+        for b in prange(rows):
+            _last_row(b, out, last, state, logits)
+    else:
         for b in range(rows):
-            state[b, recurrent_at:recurrent_at + gates] = out[b, :gates]
-            xp[b, :n - gates] = out[b, gates:n]
-    logits[:] = xp[:, :logits.shape[1]]
+            _last_row(b, out, last, state, logits)
 
 
 @njit(fastmath=FAST, error_model="numpy", cache=True)
-def prime(ids, logits, state, table, weights, biases, layout):
-    """Feed a prompt to one row (logits and state are (1, ...)), in place."""
-    for t in range(ids.shape[0]):
-        step(ids[t:t + 1], logits, state, table, weights, biases, layout)
+def prime(ids, lengths, logits, state, table, weights, biases, layout):
+    """Feed every row its prompt, all rows together: row b takes ids[b, :lengths[b]]. Rows come
+    longest first, so the rows still reading at step t are a prefix and the others keep their
+    state untouched. logits and state are updated in place."""
+    for t in range(ids.shape[1]):
+        rows = 0
+        while rows < len(lengths) and lengths[rows] > t:
+            rows += 1
+        step(ids[:rows, t].copy(), logits[:rows], state[:rows], table, weights, biases, layout)
 
 
-@njit(fastmath=FAST, error_model="numpy", cache=True)
+@njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
 def generate(logits, state, uniforms, temperature, top_k, top_p, table, weights, biases, layout):
     """Steps k = uniforms.shape[1] times for every row: sample a character from the row's logits
     with its own uniform draw, then feed it. logits and state are updated in place; returns the
     sampled ids (rows, k)."""
     rows, steps = uniforms.shape
     ids = np.empty((steps, rows), np.int64)
+    scratch = np.empty(logits.shape, np.float64)
     for t in range(steps):
-        for b in range(rows):
-            ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b])
+        if rows >= PARALLEL_ROWS:
+            for b in prange(rows):
+                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b])
+        else:
+            for b in range(rows):
+                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b])
         step(ids[t], logits, state, table, weights, biases, layout)
     return ids.T.copy()

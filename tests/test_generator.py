@@ -34,7 +34,7 @@ def fused(bundle):
 
 def run_alone(engine, vocab, request, steps_per_call=16):
     scheduler = Scheduler(engine, vocab, steps_per_call=steps_per_call)
-    scheduler.add(1, request)
+    scheduler.add([(1, request)])
     while True:
         for kind, rid, text in scheduler.advance():
             if kind == "done":
@@ -55,7 +55,7 @@ def test_numpy_engine_agrees_with_model_keras(bundle, engine):
     for t, i in enumerate(ids):
         logits, state = engine.step([i], state)
         np.testing.assert_allclose(logits[0], expected[t], atol=1e-4)
-    primed, _ = engine.prime(ids, engine.zero_state(1))
+    primed, _ = engine.prime([ids])
     np.testing.assert_allclose(primed[0], expected[-1], atol=1e-4)
 
 
@@ -66,7 +66,7 @@ def test_lstm_engines_agree_with_keras():
     ids = np.arange(20, dtype=np.int32)
     expected = np.asarray(model(ids[None, :]))[0]
     engine, fused = NumpyEngine(model), FusedEngine(model)
-    logits, state = engine.prime(ids, engine.zero_state(1))
+    logits, state = engine.prime([ids])
     np.testing.assert_allclose(logits[0], expected[-1], atol=1e-4)
     # The fused run feeds the ids it samples: check it against Keras on the same characters.
     sampled, fused_logits, _ = fused.generate(logits, state, np.full((1, 6), 0.5), *run_settings(1))
@@ -78,7 +78,7 @@ def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bun
     """The numba engine the generator runs on a CPU: same ids as the numpy reference for the same
     draws and settings, logits within 1e-4 of model.keras on the characters it wrote."""
     ids = bundle.vocab.encode(PROMPT)
-    logits, state = engine.prime(ids, engine.zero_state(1))
+    logits, state = engine.prime([ids])
     logits, state = np.repeat(logits, 4, 0), np.repeat(state, 4, 0)
     uniforms = np.random.default_rng(3).random((4, 40))
     want_ids, want_logits, want_state = engine.generate(logits, state, uniforms, *run_settings(4))
@@ -91,6 +91,14 @@ def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bun
         np.testing.assert_allclose(got_logits[row], np.asarray(bundle.model(text))[0, -1], atol=1e-4)
 
 
+def test_fused_engine_primes_prompts_of_any_lengths_together(bundle, engine, fused):
+    prompts = [bundle.vocab.encode(p) for p in ("Harry", PROMPT, "Ron said ", "A", PROMPT)]
+    want_logits, want_state = engine.prime(prompts)
+    got_logits, got_state = fused.prime(prompts)
+    np.testing.assert_allclose(got_logits, want_logits, atol=1e-4)
+    np.testing.assert_allclose(got_state, want_state, atol=1e-4)
+
+
 def test_one_row_sampler_is_the_batch_sampler():
     from model.kernels import sample_row
 
@@ -100,7 +108,7 @@ def test_one_row_sampler_is_the_batch_sampler():
     u, temperature = rng.random(n), rng.uniform(0.1, 2.0, n)
     top_k, top_p = rng.integers(0, 45, n), np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.05, 1.0, n))
     batch = sample_rows(logits, u, temperature, top_k, top_p)
-    one = [sample_row(logits[i], u[i], temperature[i], top_k[i], top_p[i]) for i in range(n)]
+    one = [sample_row(logits[i], u[i], temperature[i], top_k[i], top_p[i], np.empty(40)) for i in range(n)]
     np.testing.assert_array_equal(one, batch)
 
 
@@ -159,11 +167,11 @@ def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
     alone = run_alone(fused, bundle.vocab, request)
     assert run_alone(fused, bundle.vocab, request) == alone
     scheduler = Scheduler(fused, bundle.vocab, steps_per_call=5)
-    for rid in range(10):  # ten others, already mid-story, different settings
-        scheduler.add(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
+    scheduler.add([(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
+                   for rid in range(10)])  # ten others, already mid-story, different settings
     for _ in range(7):
         scheduler.advance()
-    scheduler.add(1, request)
+    scheduler.add([(1, request)])
     texts = {}
     while 1 not in texts:
         for kind, rid, text in scheduler.advance():
@@ -174,8 +182,7 @@ def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
 
 def test_cancel_frees_the_row(fused, bundle):
     scheduler = Scheduler(fused, bundle.vocab)
-    scheduler.add(1, StoryRequest(PROMPT, 1000, seed=1))
-    scheduler.add(2, StoryRequest(PROMPT, 1000, seed=2))
+    scheduler.add([(1, StoryRequest(PROMPT, 1000, seed=1)), (2, StoryRequest(PROMPT, 1000, seed=2))])
     scheduler.advance()
     scheduler.cancel(1)
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
@@ -298,7 +305,7 @@ def test_device_engine_agrees_with_model_keras(bundle, engine):
     device = DeviceEngine(bundle.model)
     ids = bundle.vocab.encode(PROMPT)
     expected = np.asarray(bundle.model(ids[None, :]))[0, -1]
-    logits, state = device.prime(ids, device.zero_state(1))
+    logits, state = device.prime([ids])
     np.testing.assert_allclose(logits[0], expected, atol=1e-4)
     logits, state = np.repeat(logits, 3, 0), np.repeat(state, 3, 0)  # 3 rows: padded to 4 inside
     uniforms = np.random.default_rng(4).random((3, 12))
