@@ -1,7 +1,8 @@
 FROM python:3.11-slim
 
+# numba keeps the compiled story engine on the volume: only the first start compiles it.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    QUILL_DATABASE=/data/quill.db TF_CPP_MIN_LOG_LEVEL=2
+    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/data/numba-cache TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /app
 
 # Dependencies first, so code changes do not reinstall TensorFlow.
