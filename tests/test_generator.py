@@ -188,6 +188,13 @@ def test_cancel_frees_the_row(fused, bundle):
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
 
 
+def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
+    scheduler = Scheduler(fused, bundle.vocab)
+    errors = scheduler.add([(1, StoryRequest("Harry \u2603")), (2, StoryRequest(PROMPT, 200, seed=1))])
+    assert errors == [("error", 1, "the start text has characters this model does not know")]
+    assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
+
+
 # -- validation --------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, message", [
     ({"temperature": 0}, "temperature"), ({"temperature": -1}, "temperature"),
