@@ -59,19 +59,26 @@ def test_numpy_engine_agrees_with_model_keras(bundle, engine):
     np.testing.assert_allclose(primed[0], expected[-1], atol=1e-4)
 
 
-def test_lstm_engines_agree_with_keras():
+@pytest.mark.parametrize("cell, units", [("lstm", (16, 12)), ("gru", (13, 10, 7)), ("lstm", (9, 6, 5))])
+def test_engines_agree_with_keras_for_other_shapes(cell, units):
+    """LSTM cells, three layers, sizes that are not multiples of the kernel's 4x4 blocks."""
     from model.network import build_model
 
-    model = build_model(20, 8, (16, 12), cell="lstm")
-    ids = np.arange(20, dtype=np.int32)
+    model = build_model(21, 8, units, cell=cell)
+    ids = np.arange(21, dtype=np.int32)
     expected = np.asarray(model(ids[None, :]))[0]
     engine, fused = NumpyEngine(model), FusedEngine(model)
     logits, state = engine.prime([ids])
     np.testing.assert_allclose(logits[0], expected[-1], atol=1e-4)
+    np.testing.assert_allclose(fused.prime([ids])[0], logits, atol=1e-4)
     # The fused run feeds the ids it samples: check it against Keras on the same characters.
-    sampled, fused_logits, _ = fused.generate(logits, state, np.full((1, 6), 0.5), *run_settings(1))
-    expected = np.asarray(model(np.concatenate([ids, sampled[0]])[None, :]))[0, -1]
-    np.testing.assert_allclose(fused_logits[0], expected, atol=1e-4)
+    rows = 9  # wide enough for the row loops to go to threads
+    sampled, fused_logits, _ = fused.generate(np.repeat(logits, rows, 0), np.repeat(state, rows, 0),
+                                              np.random.default_rng(0).random((rows, 6)), np.ones(rows),
+                                              np.zeros(rows, np.int64), np.ones(rows))
+    for row in range(rows):
+        expected = np.asarray(model(np.concatenate([ids, sampled[row]])[None, :]))[0, -1]
+        np.testing.assert_allclose(fused_logits[row], expected, atol=1e-4)
 
 
 def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bundle, engine, fused):
