@@ -208,14 +208,16 @@ class DeviceEngine(NumpyEngine):
     """The same steps compiled for an accelerator through Keras' backend (jax.jit on JAX, an XLA
     tf.function on TensorFlow). `generate` runs all its steps, sampling included, in one compiled
     call, so states stay on the device and only the ids, logits and state of the run come back.
-    Row counts are padded to a power of two so a handful of shapes are ever compiled."""
+    Batches are padded to `rows` (the generator's max batch): on a GPU a full batch costs about
+    what one row does, and a single shape means a single compilation, done before the first story."""
 
     name = "device"
 
-    def __init__(self, model):
+    def __init__(self, model, rows: int = 64):
         import keras
 
         super().__init__(model)
+        self.rows = rows
         self.ops = ops = keras.ops
         self.input_table = ops.convert_to_tensor(self.input_table)
         self.fused = [ops.convert_to_tensor(w) for w in self.fused]
@@ -223,10 +225,19 @@ class DeviceEngine(NumpyEngine):
         self.math = _KerasMath(ops)
         backend = keras.backend.backend()
         self._step = _compile(backend, self._device_step)
+        self._prime_step = _compile(backend, self._device_prime_step)
         self._generate = _compile(backend, self._device_generate)
+        logits, state = self.prime([[0]])  # compile now
+        self.generate(logits, state, np.zeros((1, 16)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
 
     def _device_step(self, ids, state):
         return self._run(self.ops.take(self.input_table, ids, axis=0), state)
+
+    def _device_prime_step(self, ids, reading, logits, state):
+        """One prompt character for the rows still reading theirs; the others keep what they have."""
+        new_logits, new_state = self._device_step(ids, state)
+        reading = reading[:, None]
+        return self.ops.where(reading, new_logits, logits), self.ops.where(reading, new_state, state)
 
     def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p):
         ids = []
@@ -235,30 +246,31 @@ class DeviceEngine(NumpyEngine):
             logits, state = self._device_step(ids[-1], state)
         return self.ops.stack(ids, axis=1), logits, state
 
+    def _pad(self, a, dtype, fill):
+        a = np.asarray(a, dtype)
+        width = max(self.rows, len(a))
+        return np.concatenate([a, np.full((width - len(a), *a.shape[1:]), fill, dtype)])
+
     def step(self, ids, state):
-        logits, state = self._step(np.asarray(ids, np.int32), np.asarray(state, np.float32))
-        return np.asarray(logits), np.asarray(state)
+        logits, state = self._step(self._pad(ids, np.int32, 0), self._pad(state, np.float32, 0))
+        return np.asarray(logits)[:len(ids)], np.asarray(state)[:len(ids)]
 
     def prime(self, prompts):
-        rows = []
-        for ids in prompts:  # one compiled step per character keeps a single compiled shape family
-            logits, state = None, self.zero_state(1)
-            for i in ids:
-                logits, state = self.step([i], state)
-            rows.append((logits, state))
-        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        lengths = np.array([len(p) for p in prompts])
+        ids = np.zeros((len(prompts), lengths.max()), np.int32)
+        for row, prompt in enumerate(prompts):
+            ids[row, :len(prompt)] = prompt
+        ids, lengths = self._pad(ids, np.int32, 0), self._pad(lengths, np.int64, 0)
+        logits, state = np.zeros((len(ids), self.vocab_size), np.float32), self.zero_state(len(ids))
+        for t in range(ids.shape[1]):  # every row together, one character a call; states stay on the device
+            logits, state = self._prime_step(ids[:, t], lengths > t, logits, state)
+        return np.asarray(logits)[:len(prompts)], np.asarray(state)[:len(prompts)]
 
     def generate(self, logits, state, uniforms, temperature, top_k, top_p):
-        rows = len(logits)
-        padded = 1 << (rows - 1).bit_length()
-
-        def pad(a, dtype, fill):
-            a = np.asarray(a, dtype)
-            return np.concatenate([a, np.full((padded - rows, *a.shape[1:]), fill, dtype)])
-
         ids, logits, state = self._generate(
-            pad(logits, np.float32, 0), pad(state, np.float32, 0), pad(uniforms, np.float32, 0.5),
-            pad(temperature, np.float32, 1), pad(top_k, np.int32, 0), pad(top_p, np.float32, 1))
+            self._pad(logits, np.float32, 0), self._pad(state, np.float32, 0), self._pad(uniforms, np.float32, 0.5),
+            self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1))
+        rows = len(uniforms)
         return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows]
 
 
@@ -273,7 +285,7 @@ def _compile(backend: str, fn):
         return jax.jit(fn)
     if backend == "tensorflow":
         import tensorflow as tf
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return tf.function(fn, jit_compile=True)
     return fn
 
 
@@ -290,6 +302,6 @@ def has_accelerator() -> bool:
     return False
 
 
-def make_engine(model):
+def make_engine(model, max_batch: int):
     """The fastest engine this machine has: the compiled device loop on a GPU, numba on a CPU."""
-    return DeviceEngine(model) if has_accelerator() else FusedEngine(model)
+    return DeviceEngine(model, max_batch) if has_accelerator() else FusedEngine(model)

@@ -316,12 +316,17 @@ def test_device_engine_agrees_with_model_keras(bundle, engine):
     reference; here it runs on the CPU."""
     from model.engine import DeviceEngine
 
-    device = DeviceEngine(bundle.model)
+    device = DeviceEngine(bundle.model, rows=4)
     ids = bundle.vocab.encode(PROMPT)
     expected = np.asarray(bundle.model(ids[None, :]))[0, -1]
-    logits, state = device.prime([ids])
+    prompts = [ids, ids[:5], ids[:12]]
+    logits, state = device.prime(prompts)
     np.testing.assert_allclose(logits[0], expected, atol=1e-4)
-    logits, state = np.repeat(logits, 3, 0), np.repeat(state, 3, 0)  # 3 rows: padded to 4 inside
+    want_logits, want_state = engine.prime(prompts)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-4)
+    np.testing.assert_allclose(state, want_state, atol=1e-4)
+    np.testing.assert_allclose(device.step(ids[:3], state)[0], engine.step(ids[:3], state)[0], atol=1e-4)
+    logits, state = np.repeat(logits[:1], 3, 0), np.repeat(state[:1], 3, 0)  # 3 rows, padded to 4 inside
     uniforms = np.random.default_rng(4).random((3, 12))
     want_ids, want_logits, _ = engine.generate(logits, state, uniforms, *run_settings(3))
     got_ids, got_logits, got_state = device.generate(logits, state, uniforms, *run_settings(3))
