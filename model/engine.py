@@ -104,7 +104,6 @@ class NumpyEngine:
         self.vocab_size = embedding.shape[0]
         widths = [l.cell_size + l.gates for l in self.layers]
         self.state_at = np.cumsum([0] + widths)[:-1].tolist()  # where each layer's columns start
-        self.state_width = sum(widths)
 
     def zero_state(self, rows: int) -> np.ndarray:
         """A fresh story: zero cell state, so the recurrent projection is just the bias."""
@@ -186,10 +185,7 @@ class FusedEngine(NumpyEngine):
 
     def prime(self, prompts):
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first
-        lengths = np.array([len(prompts[i]) for i in order], np.int64)
-        ids = np.zeros((len(prompts), lengths.max()), np.int64)
-        for row, i in enumerate(order):
-            ids[row, :lengths[row]] = prompts[i]
+        ids, lengths = _prompt_matrix([prompts[i] for i in order])
         logits, state = np.zeros((len(prompts), self.vocab_size), np.float32), self.zero_state(len(prompts))
         kernels.prime(ids, lengths, logits, state, *self._weights)
         back = np.argsort(order)  # rows in the caller's order
@@ -208,12 +204,13 @@ class DeviceEngine(NumpyEngine):
     """The same steps compiled for an accelerator through Keras' backend (jax.jit on JAX, an XLA
     tf.function on TensorFlow). `generate` runs all its steps, sampling included, in one compiled
     call, so states stay on the device and only the ids, logits and state of the run come back.
-    Batches are padded to `rows` (the generator's max batch): on a GPU a full batch costs about
-    what one row does, and a single shape means a single compilation, done before the first story."""
+    Batches are padded to `rows` (the generator's max batch) and runs are `steps` long: on a GPU a
+    full batch costs about what one row does, and a single shape means a single compilation, done
+    before the first story."""
 
     name = "device"
 
-    def __init__(self, model, rows: int = 64):
+    def __init__(self, model, rows: int = 64, steps: int = 16):
         import keras
 
         super().__init__(model)
@@ -228,7 +225,7 @@ class DeviceEngine(NumpyEngine):
         self._prime_step = _compile(backend, self._device_prime_step)
         self._generate = _compile(backend, self._device_generate)
         logits, state = self.prime([[0]])  # compile now
-        self.generate(logits, state, np.zeros((1, 16)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
+        self.generate(logits, state, np.zeros((1, steps)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
 
     def _device_step(self, ids, state):
         return self._run(self.ops.take(self.input_table, ids, axis=0), state)
@@ -256,10 +253,7 @@ class DeviceEngine(NumpyEngine):
         return np.asarray(logits)[:len(ids)], np.asarray(state)[:len(ids)]
 
     def prime(self, prompts):
-        lengths = np.array([len(p) for p in prompts])
-        ids = np.zeros((len(prompts), lengths.max()), np.int32)
-        for row, prompt in enumerate(prompts):
-            ids[row, :len(prompt)] = prompt
+        ids, lengths = _prompt_matrix(prompts)
         ids, lengths = self._pad(ids, np.int32, 0), self._pad(lengths, np.int64, 0)
         logits, state = np.zeros((len(ids), self.vocab_size), np.float32), self.zero_state(len(ids))
         for t in range(ids.shape[1]):  # every row together, one character a call; states stay on the device
@@ -272,6 +266,15 @@ class DeviceEngine(NumpyEngine):
             self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1))
         rows = len(uniforms)
         return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows]
+
+
+def _prompt_matrix(prompts):
+    """Prompts of any lengths as one zero-padded id matrix (rows, longest), and their lengths."""
+    lengths = np.array([len(p) for p in prompts], np.int64)
+    ids = np.zeros((len(prompts), lengths.max()), np.int64)
+    for row, prompt in enumerate(prompts):
+        ids[row, :len(prompt)] = prompt
+    return ids, lengths
 
 
 class _KerasMath:
@@ -302,6 +305,6 @@ def has_accelerator() -> bool:
     return False
 
 
-def make_engine(model, max_batch: int):
+def make_engine(model, max_batch: int, steps_per_call: int):
     """The fastest engine this machine has: the compiled device loop on a GPU, numba on a CPU."""
-    return DeviceEngine(model, max_batch) if has_accelerator() else FusedEngine(model)
+    return DeviceEngine(model, max_batch, steps_per_call) if has_accelerator() else FusedEngine(model)

@@ -193,7 +193,7 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
 
     try:
         bundle = load_bundle(config.model)
-        engine = make_engine(bundle.model, config.max_batch)
+        engine = make_engine(bundle.model, config.max_batch, config.steps_per_call)
     except Exception as e:  # tell the client why, instead of only dying
         outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
         return
