@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 
-
 def default_model() -> str:
     from bot.settings import Settings  # QUILL_MODEL, else the shipped model
 
