@@ -28,7 +28,9 @@ def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model bundle on a corpus of .txt files",
                        description="Options left out take the seed recipe's values (shown), or on --resume "
                                    "the interrupted run's.")
-    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help=".txt files or folders of them")
+    p.add_argument("--recipe", metavar="FILE", help="a TOML recipe (train/recipes/) with the corpus and options; "
+                                                    "options given here override it")
+    p.add_argument("--corpus", nargs="+", metavar="PATH", help=".txt files or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle folder (checkpoints go in DIR/checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints")
     p.add_argument("--name", help="model name shown in the bot (default: the folder name)")
@@ -41,21 +43,90 @@ def add_train(sub) -> None:
                ("--clipnorm", float, d.clipnorm, "gradient clipping (0: none)"),
                ("--patience", int, d.patience, "early stopping patience in epochs"),
                ("--val-fraction", float, d.val_fraction, None), ("--seed", int, d.seed, None),
-               ("--encoding", str, d.encoding, "text encoding of the corpus files")]
+               ("--encoding", str, d.encoding, "text encoding of the corpus files"),
+               ("--epoch-chars", int, d.epoch_chars, "training chars per epoch (0: one full pass)"),
+               ("--init-from", str, "none", "a bundle folder whose weights start the run"),
+               ("--blocklist", str, d.blocklist, "drop paragraphs with blocked words: shipped, a list file, or none"),
+               ("--min-char-count", int, d.min_char_count, "rarer characters are folded or dropped")]
     for flag, kind, default, text in options:
         p.add_argument(flag, type=kind, default=None, help=f"{text + '; ' if text else ''}default {default}")
     p.add_argument("--cell", choices=("gru", "lstm"), default=None, help=f"default {d.cell}")
     p.add_argument("--keep-typography", action="store_const", const=True, default=None,
                    help="do not fold curly quotes and dashes")
+    p.add_argument("--keep-line-breaks", action="store_const", const=True, default=None,
+                   help="keep the books' line breaks (verse, or text that already flows) instead of reflowing")
+    p.add_argument("--holdout-books", nargs="+", default=None, metavar="FILE",
+                   help="file names kept out of training and reported as unseen books")
+
+
+def chosen_holdout(paths, count: int, seed: int) -> tuple[str, ...]:
+    """`count` book names picked by `seed` from the corpus."""
+    import random
+
+    from train.corpus import find_text_files
+
+    names = sorted(p.name for p in find_text_files(paths))
+    if not 0 < count < len(names):
+        raise ValueError(f"--holdout-books {count}: the corpus has {len(names)} files; hold out 1 to {len(names) - 1}")
+    return tuple(sorted(random.Random(seed).sample(names, count)))
 
 
 def cmd_train(args) -> int:
-    from train.config import TrainConfig
+    from train.config import TrainConfig, read_recipe
     from train.loop import train
 
+    recipe, corpus = read_recipe(args.recipe) if args.recipe else ({}, [])
+    corpus = args.corpus or corpus
+    if not corpus:
+        raise ValueError("no corpus: pass --corpus PATH... or a --recipe that names one")
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and v is not None}
-    train(args.corpus, args.out, resume=args.resume, overrides=given, name=args.name)
+    holdout = given.get("holdout_books")
+    if holdout and len(holdout) == 1 and holdout[0].isdigit():  # --holdout-books N
+        given["holdout_books"] = chosen_holdout(corpus, int(holdout[0]), given.get("seed", recipe.get("seed", 0)))
+    options = {**recipe, **given}
+    if args.resume:
+        train(corpus, args.out, resume=True, overrides=options, name=args.name)
+    else:
+        train(corpus, args.out, TrainConfig.from_dict(options), name=args.name)
     return 0
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="bits per character and per word of a bundle on any text",
+                       description="The text is cleaned as for training and normalised the bundle's own way; "
+                                   "bits per word compare across bundles with different line handling.")
+    p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help=".txt files or folders of them")
+    p.add_argument("--part", choices=("all", "val"), default="all",
+                   help="all of each file, or only its validation block (the last --val-fraction)")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
+
+
+def cmd_eval(args) -> int:
+    from model.bundle import load_bundle
+    from train.corpus import read_corpus, split
+    from train.evaluate import evaluate_texts
+
+    bundle = load_bundle(Path(args.model or default_model()))
+    files = read_corpus(args.corpus, bundle.vocab.normalisation, args.encoding)
+    texts = [split(f.text, args.val_fraction)[1] if args.part == "val" else f.text for f in files]
+    seq_length = bundle.card.get("hyperparameters", {}).get("seq_length", 100)
+    result = {"model": bundle.name, "bundle": str(bundle.path), "files": len(files), "part": args.part,
+              **evaluate_texts(bundle.model, bundle.vocab, texts, seq_length)}
+    print_result(result, args.json)
+    return 0
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {json.dumps(value)}")
 
 
 def add_story(sub) -> None:
@@ -152,30 +223,24 @@ def add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    import json
-
     if args.bench == "train":
         from train.bench import bench_train
         result = bench_train(args)
     else:
         from model.bench import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {json.dumps(value)}")
+    print_result(result, args.json)
     return 0
 
 
-COMMANDS = {"train": cmd_train, "story": cmd_story, "run": cmd_run, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "story": cmd_story, "run": cmd_run, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_story, add_run, add_bench):
+    for add in (add_train, add_eval, add_story, add_run, add_bench):
         add(sub)
     args = parser.parse_args(argv)
     from model.generator import GeneratorError

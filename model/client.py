@@ -160,16 +160,17 @@ class StoryGenerator:
         pending = self._running.get(rid)
         if pending is None:
             return  # cancelled meanwhile
+        read = self.vocab.normalisation.for_reading  # paragraphs as readers expect them
         if kind == "chunk":
             pending.streamed += text
-            pending.events.put_nowait(StoryEvent(text=text))
+            pending.events.put_nowait(StoryEvent(text=read(text)))
             return
         del self._running[pending.rid]
         if kind == "done":
             tail = text[len(pending.streamed):] if text.startswith(pending.streamed) else ""
-            story = Story(text, pending.request, time.monotonic() - pending.started,
+            story = Story(read(text), pending.request, time.monotonic() - pending.started,
                           self.info.get("model", self.bundle.name), self.info.get("card_hash", ""))
-            pending.events.put_nowait(StoryEvent(text=tail, story=story))
+            pending.events.put_nowait(StoryEvent(text=read(tail), story=story))
         else:
             pending.events.put_nowait(InvalidRequest(text))
 
@@ -256,11 +257,14 @@ class StoryGenerator:
             if pending.position:
                 yield StoryEvent(position=pending.position)
             while True:
-                try:
-                    event = await asyncio.wait_for(pending.events.get(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
-                    raise StoryTimeout(f"the story took longer than {self.config.timeout:g} s and was stopped") \
-                        from None
+                try:  # what is already written is the reader's, however slowly it reads
+                    event = pending.events.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:  # the deadline is for the writing
+                        event = await asyncio.wait_for(pending.events.get(), max(deadline - time.monotonic(), 0))
+                    except asyncio.TimeoutError:
+                        raise StoryTimeout(f"the story took longer than {self.config.timeout:g} s and was "
+                                           f"stopped") from None
                 if isinstance(event, Exception):
                     finished = True
                     raise event

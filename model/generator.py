@@ -121,6 +121,7 @@ class Scheduler:
         self.engine, self.vocab = engine, vocab
         self.flush_chars, self.flush_seconds, self.steps_per_call = flush_chars, flush_seconds, steps_per_call
         self.chars = np.array(list(vocab.chars))
+        self.letters = np.array([c.isalpha() for c in vocab.chars])
         self.rows: list[_Row] = []
         self.logits = np.zeros((0, engine.vocab_size), np.float32)
         self.state = engine.zero_state(0)
@@ -142,6 +143,12 @@ class Scheduler:
                 errors.append(("error", rid, "the start text has characters this model does not know"))
         if rows:
             logits, state = self.engine.prime(prompts)
+            logits = np.array(logits)  # writable: a device engine's may not be
+            # A start that ends in a letter is a whole word: the tale goes on with a space or
+            # punctuation, never glued letters ("Snape" -> "Snaped"). Masking the first draw keeps
+            # the story deterministic per seed.
+            ends_in_letter = np.array([row.request.start[-1].isalpha() for row in rows])
+            logits[np.ix_(ends_in_letter, self.letters)] = -np.inf
             self.rows += rows
             self.logits = np.concatenate([self.logits, logits])
             self.state = np.concatenate([self.state, state])

@@ -5,6 +5,8 @@ This module imports no Keras: the bot checks prompts with it.
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,9 +31,54 @@ def normalise_typography(text: str) -> str:
     return text.translate(_TYPOGRAPHY_TABLE)
 
 
-def normalise(text: str, typography: bool) -> str:
-    text = normalise_line_endings(text)
-    return normalise_typography(text) if typography else text
+_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Blocks of text between blank lines, without their surrounding whitespace."""
+    return [p for p in (b.strip() for b in _BLANK_LINES.split(text)) if p]
+
+
+def reflow_paragraph(block: str) -> str:
+    """One hard-wrapped paragraph -> one line: the books' line breaks are the printer's, not the author's."""
+    return _SPACES.sub(" ", block.replace("\n", " ")).strip()
+
+
+def join_paragraphs(blocks, paragraphs: bool) -> str:
+    """Paragraph mode writes one line per paragraph; otherwise blocks keep their lines, blank-line apart."""
+    return "\n".join(map(reflow_paragraph, blocks)) if paragraphs else "\n\n".join(blocks)
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """How text was normalised for a model; corpora, prompts and `quill eval` text all follow it."""
+    typography: bool = True  # curly quotes and dashes folded to plain ones
+    paragraphs: bool = False  # hard wraps reflowed: one line per paragraph
+
+    def apply(self, text: str) -> str:
+        text = normalise_line_endings(text)
+        if self.typography:
+            text = normalise_typography(text)
+        if self.paragraphs:
+            text = join_paragraphs(split_paragraphs(text), True)
+        return text
+
+    def for_reading(self, text: str) -> str:
+        """Model text as readers expect it: in paragraph mode a blank line between paragraphs."""
+        return text.replace("\n", "\n\n") if self.paragraphs else text
+
+    def to_dict(self) -> dict:
+        return {"line_endings": "lf", "typography": self.typography,
+                "line_breaks": "paragraphs" if self.paragraphs else "kept"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        line_breaks = d.get("line_breaks", "kept")  # bundles before v2 kept the books' line breaks
+        if line_breaks not in ("kept", "paragraphs"):
+            raise ValueError(f"unknown line_breaks rule {line_breaks!r}")
+        return cls(bool(d.get("typography", False)), line_breaks == "paragraphs")
+
 
 
 class UnknownCharacters(ValueError):
@@ -46,11 +93,16 @@ class UnknownCharacters(ValueError):
 @dataclass(frozen=True)
 class Vocabulary:
     chars: tuple[str, ...]
-    typography: bool = True  # whether training text was typography-normalised
+    normalisation: Normalisation = Normalisation()
 
     @classmethod
-    def from_text(cls, text: str, typography: bool) -> "Vocabulary":
-        return cls(tuple(sorted(set(text))), typography)
+    def from_text(cls, text: str, normalisation: Normalisation, min_count: int = 1) -> "Vocabulary":
+        """Every character of `text` seen at least `min_count` times (rarer ones are folded or dropped
+        by `fit`, so a few stray symbols do not each cost the model an output)."""
+        counts: dict[str, int] = {}
+        for c in text:
+            counts[c] = counts.get(c, 0) + 1
+        return cls(tuple(sorted(c for c, n in counts.items() if n >= min_count)), normalisation)
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -66,21 +118,29 @@ class Vocabulary:
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    def fold(self, text: str) -> str:
+        """Normalise, then fold each character the model lacks to a plain form it knows, if any."""
+        text = self.normalisation.apply(text)
+        known = set(self.chars)
+        return "".join(c if c in known else _fold(c, known) for c in text)
+
+    def fit(self, text: str) -> tuple[str, int]:
+        """Text for training or evaluation: folded, with what is still unknown dropped (and counted)."""
+        text = self.fold(text)
+        known = set(self.chars)
+        kept = "".join(c for c in text if c in known)
+        return kept, len(text) - len(kept)
+
     def prepare(self, text: str) -> str:
         """Normalise a prompt to this vocabulary or raise UnknownCharacters naming what is left."""
-        text = normalise_line_endings(text)
-        known = set(self.chars)
-        # Fold a character only where the model lacks it and knows its plain form.
-        text = "".join(c if c in known else _fold(c, known) for c in text)
-        unknown = sorted({c for c in text if c not in known})
+        text = self.fold(text)
+        unknown = sorted(set(text) - set(self.chars))
         if unknown:
             raise UnknownCharacters(unknown)
         return text
 
     def to_json(self) -> str:
-        return json.dumps({"chars": list(self.chars),
-                           "normalisation": {"line_endings": "lf",
-                                             "typography": self.typography}},
+        return json.dumps({"chars": list(self.chars), "normalisation": self.normalisation.to_dict()},
                           ensure_ascii=False, indent=1)
 
     @classmethod
@@ -91,9 +151,12 @@ class Vocabulary:
             raise ValueError("'chars' must be a list of single characters")
         if len(set(chars)) != len(chars):
             raise ValueError("'chars' lists a character twice")
-        return cls(tuple(chars), bool(data.get("normalisation", {}).get("typography", False)))
+        return cls(tuple(chars), Normalisation.from_dict(data.get("normalisation", {})))
 
 
 def _fold(c: str, known: set[str]) -> str:
-    folded = TYPOGRAPHY.get(c)
-    return folded if folded is not None and all(f in known for f in folded) else c
+    """The typographic plain form, else the letter without its accents (é -> e), if the model knows it."""
+    for folded in (TYPOGRAPHY.get(c), unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode()):
+        if folded and all(f in known for f in folded):
+            return folded
+    return c

@@ -19,10 +19,13 @@ def make_text(n_sentences: int, seed: int = 0) -> str:
         sentence = " ".join(words)
         sentences.append(sentence[0].upper() + sentence[1:] + rng.choice(".!?"))
     lines, line = [], ""
-    for s in sentences:
+    for i, s in enumerate(sentences):
         line = f"{line} {s}".strip()
         if len(line) > 60:
             lines.append(line)
+            line = ""
+        if i % 5 == 4:  # hard-wrapped paragraphs, as the books are
+            lines.append(line + "\n")
             line = ""
     return "\n".join(lines + [line]) + "\n"
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from model.bundle import BundleError, load_bundle, read_metadata
+from model.vocab import Normalisation
 from train.corpus import read_corpus, split
 
 
@@ -18,7 +19,7 @@ def unigram_entropy_nats(text: str) -> float:
 
 def test_two_epochs_beat_the_unigram_entropy(tiny_bundle, tiny_corpus, tiny_config):
     card = json.loads((tiny_bundle / "card.json").read_text())
-    val_text = "".join(split(f.text, tiny_config.val_fraction)[1] for f in read_corpus([tiny_corpus]))
+    val_text = "".join(split(f.text, tiny_config.val_fraction)[1] for f in read_corpus([tiny_corpus], Normalisation(paragraphs=True)))
     assert card["epochs_run"] == 2
     assert card["val_loss_nats"] < unigram_entropy_nats(val_text)
     assert card["val_bpc"] == pytest.approx(card["val_loss_nats"] / math.log(2))

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from model.vocab import UnknownCharacters, Vocabulary, normalise
+from model.vocab import Normalisation, UnknownCharacters, Vocabulary
 from train.corpus import CorpusError, read_corpus, split
 from train.dataset import build, windows
 
 
 def test_vocab_round_trip_and_json():
-    vocab = Vocabulary.from_text("Harry's wand.\n", typography=True)
+    vocab = Vocabulary.from_text("Harry's wand.\n", Normalisation(paragraphs=True))
     ids = vocab.encode("wand. Harry")
     assert vocab.decode(ids) == "wand. Harry"
     again = Vocabulary.from_json(vocab.to_json())
@@ -15,18 +15,19 @@ def test_vocab_round_trip_and_json():
 
 
 def test_normalisation_folds_line_endings_and_typography():
-    assert normalise("\u201cYes,\u201d he said\u2014it\u2019s\r\nfine\u2026\r", typography=True) == \
+    assert Normalisation().apply("\u201cYes,\u201d he said\u2014it\u2019s\r\nfine\u2026\r") == \
         '"Yes," he said--it\'s\nfine...\n'
-    assert normalise("\u201cYes\u201d\r\n", typography=False) == "\u201cYes\u201d\n"
+    assert Normalisation(typography=False).apply("\u201cYes\u201d\r\n") == "\u201cYes\u201d\n"
 
 
 def test_prepare_folds_known_equivalents_and_names_unknown_characters():
-    vocab = Vocabulary.from_text("Harry's \"wand\"", typography=True)
+    vocab = Vocabulary.from_text("Harry's \"wand\" e", Normalisation())
     assert vocab.prepare("Harry\u2019s \u201cwand\u201d") == "Harry's \"wand\""
+    assert vocab.prepare("\u00e9") == "e"  # an accent the model lacks folds to its plain letter
     with pytest.raises(UnknownCharacters) as err:
-        vocab.prepare("Harry \u00e9\u00e9 \U0001f409")
-    assert err.value.chars == ["\u00e9", "\U0001f409"]
-    assert "'\u00e9'" in str(err.value)
+        vocab.prepare("Harry \u00df\u00df \U0001f409")
+    assert err.value.chars == ["\u00df", "\U0001f409"]
+    assert "'\u00df'" in str(err.value)
 
 
 def test_windows_are_shifted_by_one():
@@ -40,9 +41,9 @@ def test_windows_are_shifted_by_one():
 def test_no_window_crosses_into_validation(tmp_path):
     (tmp_path / "a.txt").write_text("ab" * 950 + "xy" * 50)
     (tmp_path / "b.txt").write_text("cd" * 950 + "xy" * 50)
-    files = read_corpus([tmp_path])
+    files = read_corpus([tmp_path], Normalisation(paragraphs=True))
     assert split(files[0].text, 0.05)[1] == "xy" * 50
-    vocab = Vocabulary.from_text("".join(f.text for f in files), True)
+    vocab = Vocabulary.from_text("".join(f.text for f in files), Normalisation(paragraphs=True))
     (tx, ty), (vx, vy), train_chars, val_chars = build(files, vocab, 10, 0.05)
     held_out = vocab.encode("xy")
     assert not np.isin(tx, held_out).any() and not np.isin(ty, held_out).any()
@@ -81,5 +82,5 @@ def test_bad_corpus_gives_clear_error_and_leaves_no_output(tmp_path, case):
 
 def test_wrong_encoding_can_be_read_with_encoding_option(tmp_path):
     (tmp_path / "latin.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
-    [f] = read_corpus([tmp_path], encoding="latin-1")
+    [f] = read_corpus([tmp_path], Normalisation(), encoding="latin-1")
     assert f.text == "caf\u00e9 au lait"

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from model.network import build_model
-from model.vocab import Vocabulary
+from model.vocab import Normalisation, Vocabulary
 from train import dataset
 from train.config import TrainConfig
 from train.corpus import read_corpus
@@ -60,7 +60,7 @@ def _time_fit(model, data, steps: int, chars_per_step: int, batch_size: int | No
 
 def bench_train(args) -> dict:
     text, source = _corpus_text(args.corpus)
-    vocab = Vocabulary.from_text(text, typography=True)
+    vocab = Vocabulary.from_text(text, Normalisation())
     ids = vocab.encode(text)
     ours = replace(SEED, batch_size=args.batch_size, units=tuple(args.units), embedding=args.embedding,
                    learning_rate=2e-3, clipnorm=5.0)

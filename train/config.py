@@ -1,12 +1,19 @@
-"""Training hyper-parameters: one plain object, defaults equal to the seed recipe; the CLI overrides."""
+"""Training hyper-parameters: one plain object, defaults equal to the seed recipe.
+
+A recipe file (TOML, `train/recipes/`) sets any of them plus the corpus, so a shipped model is
+reproduced by one command; options given on the command line override the recipe.
+"""
 from __future__ import annotations
 
+import tomllib
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 
 @dataclass
 class TrainConfig:
-    RESUMABLE = ("epochs", "max_steps", "minutes", "learning_rate", "patience")  # may change on --resume
+    # May change on --resume:
+    RESUMABLE = ("epochs", "max_steps", "minutes", "learning_rate", "schedule", "patience")
 
     seq_length: int = 100
     batch_size: int = 64
@@ -23,7 +30,14 @@ class TrainConfig:
     val_fraction: float = 0.05
     seed: int = 0
     keep_typography: bool = False
+    keep_line_breaks: bool = False  # False: reflow hard-wrapped books into one line per paragraph
     encoding: str = "utf-8"
+    epoch_chars: int = 0  # chars of training text per epoch (validation, checkpoint); 0: one full pass
+    schedule: tuple[tuple[int, float], ...] = ()  # (last epoch, learning rate) stages; () -> learning_rate
+    holdout_books: tuple[str, ...] = ()  # file names kept out of training, reported as unseen books
+    init_from: str = ""  # a bundle whose weights start the run (characters matched by name)
+    blocklist: str = "shipped"  # drop paragraphs with blocked words: "shipped", a list file, or "none"
+    min_char_count: int = 1  # rarer characters are folded to a plain form or dropped
 
     def check(self) -> "TrainConfig":
         problems = []
@@ -45,6 +59,14 @@ class TrainConfig:
             problems.append("--val-fraction must be between 0 and 0.5")
         if self.patience < 1:
             problems.append("--patience must be at least 1")
+        if self.epoch_chars < 0:
+            problems.append("--epoch-chars must be 0 (a full pass) or positive")
+        ends = [end for end, _ in self.schedule]
+        if any(rate <= 0 for _, rate in self.schedule) or ends != sorted(set(ends)) or (ends and ends[0] < 1):
+            problems.append("schedule stages must be [last epoch, learning rate] with rising epochs and "
+                            "positive rates")
+        if self.min_char_count < 1:
+            problems.append("--min-char-count must be at least 1")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -53,15 +75,44 @@ class TrainConfig:
         return {"embedding": self.embedding, "units": list(self.units), "cell": self.cell,
                 "dropout": self.dropout}
 
+    def learning_rate_at(self, epoch: int) -> float:
+        """The rate for 0-based `epoch`: its schedule stage's, else learning_rate."""
+        for end, rate in self.schedule:
+            if epoch < end:
+                return rate
+        return self.schedule[-1][1] if self.schedule else self.learning_rate
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["units"] = list(self.units)
+        for key in ("units", "schedule", "holdout_books"):
+            d[key] = [list(v) if isinstance(v, tuple) else v for v in d[key]]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"corpus"})
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
         d = {k: v for k, v in d.items() if k in known}
         if "units" in d:
             d["units"] = tuple(d["units"])
+        if "holdout_books" in d:
+            d["holdout_books"] = tuple(d["holdout_books"])
+        if "schedule" in d:
+            d["schedule"] = tuple((int(end), float(rate)) for end, rate in d["schedule"])
         return cls(**d)
+
+
+def read_recipe(path) -> tuple[dict, list[str]]:
+    """A recipe file's options and its corpus paths (relative to the project root, where quill runs)."""
+    path = Path(path)
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"cannot read recipe {path}: {e}") from None
+    corpus = recipe.pop("corpus", [])
+    if not isinstance(corpus, list) or not all(isinstance(c, str) for c in corpus):
+        raise ValueError(f"{path}: corpus must be a list of paths")
+    TrainConfig.from_dict(recipe).check()  # names the first bad option now, not after reading the corpus
+    return recipe, corpus

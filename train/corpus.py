@@ -1,11 +1,21 @@
-"""Reading a corpus: files or folders of UTF-8 .txt, checked and normalised, split for validation."""
+"""Reading a corpus: files or folders of UTF-8 .txt, checked, cleaned and normalised, split for validation.
+
+Cleaning works on paragraphs (blocks between blank lines) whatever the line-break rule, so a bundle
+that keeps line breaks and one that reflows them read the same words:
+- front matter (title page, contents, lists of illustrations) before the first paragraph of prose goes;
+- back matter after a closing "THE END" (publishers' adverts) goes;
+- [Illustration: ...] captions and paragraphs with no lower-case letter (headings) go;
+- paragraphs holding a blocked word (model/safety.py) go, so the model seldom learns them.
+"""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.vocab import normalise
+from model.safety import WordFilter
+from model.vocab import Normalisation, join_paragraphs, split_paragraphs
 
 
 class CorpusError(ValueError):
@@ -17,6 +27,47 @@ class CorpusFile:
     name: str
     sha256: str
     text: str
+    dropped: dict = field(default_factory=dict)  # chars removed by cleaning, by reason
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+_SENTENCE_END = re.compile(r"[a-z][.!?]['\"]?(\s|$)")
+_THE_END = re.compile(r"^\W*the end\W*$", re.IGNORECASE)
+
+
+def is_prose(block: str) -> bool:
+    """A paragraph of story: long, mostly lower case, with at least two sentence ends."""
+    letters = [c for c in block if c.isalpha()]
+    return (len(block) >= 200 and sum(c.islower() for c in letters) >= 0.8 * len(letters)
+            and len(_SENTENCE_END.findall(block)) >= 2)
+
+
+def clean(text: str, word_filter: WordFilter | None) -> tuple[list[str], dict]:
+    """The paragraphs worth learning from, and how many chars each rule removed."""
+    blocks = split_paragraphs(text)
+    dropped = {"front_matter": 0, "back_matter": 0, "captions_and_headings": 0, "blocked_words": 0}
+    start = next((i for i, b in enumerate(blocks) if is_prose(b)), 0)
+    if start > len(blocks) * 0.2:  # no prose found early: better keep all than guess wrong
+        start = 0
+    end = len(blocks)
+    for i in range(len(blocks) - 1, int(len(blocks) * 0.85), -1):
+        if _THE_END.match(blocks[i]) or blocks[i].strip("[]_ ").lower().endswith("illustration: the end"):
+            end = i
+            break
+    dropped["front_matter"] = sum(map(len, blocks[:start]))
+    dropped["back_matter"] = sum(map(len, blocks[end:]))
+    kept = []
+    for block in blocks[start:end]:
+        if block.startswith("[") and block.endswith("]") or not any(c.islower() for c in block):
+            dropped["captions_and_headings"] += len(block)
+        elif word_filter is not None and word_filter.find(block):
+            dropped["blocked_words"] += len(block)
+        else:
+            kept.append(block)
+    return kept, dropped
 
 
 def find_text_files(paths) -> list[Path]:
@@ -35,7 +86,8 @@ def find_text_files(paths) -> list[Path]:
     return files
 
 
-def read_file(path: Path, encoding: str, typography: bool) -> CorpusFile:
+def read_file(path: Path, encoding: str, normalisation: Normalisation,
+              word_filter: WordFilter | None = None) -> CorpusFile:
     data = path.read_bytes()
     if not data.strip():
         raise CorpusError(f"corpus file is empty: {path}")
@@ -48,11 +100,18 @@ def read_file(path: Path, encoding: str, typography: bool) -> CorpusFile:
                           f"cannot be decoded; convert it or pass --encoding (e.g. latin-1)") from None
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
-    return CorpusFile(path.name, hashlib.sha256(data).hexdigest(), normalise(text.lstrip("\ufeff"), typography))
+    # Line endings and typography first; the line-break rule is applied to the cleaned paragraphs.
+    text = Normalisation(normalisation.typography).apply(text.lstrip("\ufeff"))
+    blocks, dropped = clean(text, word_filter)
+    if not blocks:
+        raise CorpusError(f"corpus file has no text left after cleaning: {path}")
+    return CorpusFile(path.name, hashlib.sha256(data).hexdigest(),
+                      join_paragraphs(blocks, normalisation.paragraphs), dropped)
 
 
-def read_corpus(paths, encoding: str = "utf-8", typography: bool = True) -> list[CorpusFile]:
-    return [read_file(p, encoding, typography) for p in find_text_files(paths)]
+def read_corpus(paths, normalisation: Normalisation, encoding: str = "utf-8",
+                word_filter: WordFilter | None = None) -> list[CorpusFile]:
+    return [read_file(p, encoding, normalisation, word_filter) for p in find_text_files(paths)]
 
 
 def split(text: str, val_fraction: float) -> tuple[str, str]:

@@ -11,18 +11,22 @@ import platform
 import shutil
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from model.bundle import save_bundle, write_json_atomic
+from model.bundle import load_bundle, save_bundle, write_json_atomic
 from model.network import build_model
-from model.vocab import Vocabulary
+from model.safety import WordFilter, read_list, shipped_filter
+from model.vocab import Normalisation, Vocabulary
 from train import dataset
 from train.config import TrainConfig
-from train.corpus import CorpusError, read_corpus
+from train.corpus import CorpusError, read_corpus, split
+from train.evaluate import evaluate_texts
 
 LN2 = math.log(2)
 CHECKPOINTS = "checkpoints"
@@ -142,6 +146,77 @@ def versions() -> dict:
     return out
 
 
+def word_filter_for(config: TrainConfig) -> WordFilter | None:
+    if config.blocklist == "none":
+        return None
+    return shipped_filter() if config.blocklist == "shipped" else WordFilter(read_list(config.blocklist))
+
+
+def load_corpus(corpus_paths, config: TrainConfig, log=print):
+    """(vocabulary, training files, held-out books), every text cleaned and fitted to the vocabulary."""
+    normalisation = Normalisation(typography=not config.keep_typography, paragraphs=not config.keep_line_breaks)
+    files = read_corpus(corpus_paths, normalisation, config.encoding, word_filter_for(config))
+    missing = sorted(set(config.holdout_books) - {f.name for f in files})
+    if missing:
+        raise CorpusError(f"--holdout-books names files that are not in the corpus: {', '.join(missing)}")
+    held = [f for f in files if f.name in config.holdout_books]
+    files = [f for f in files if f.name not in config.holdout_books]
+    if not files:
+        raise CorpusError("every corpus file is held out: nothing is left to train on")
+    vocab = Vocabulary.from_text("".join(f.text for f in files), normalisation, config.min_char_count)
+    fitted = [replace(f, text=vocab.fit(f.text)[0]) for f in files]
+    dropped = Counter()
+    for f in files + held:
+        dropped.update(f.dropped)
+    dropped["rare_chars"] = sum(len(f.text) for f in files) - sum(len(f.text) for f in fitted)
+    log(f"cleaning removed {', '.join(f'{v:,} chars of {k}' for k, v in dropped.items())}")
+    return vocab, fitted, held, dict(dropped)
+
+
+def epoch_order(n_windows: int, per_epoch: int, epoch: int, seed: int) -> np.ndarray:
+    """Window indices of 0-based `epoch`: consecutive slices of one seeded shuffle per pass over the
+    data, so epochs shorter than a pass still see every window once per pass, and resume is exact."""
+    parts, pos, end = [], epoch * per_epoch, (epoch + 1) * per_epoch
+    while pos < end:
+        rounds, offset = divmod(pos, n_windows)
+        take = min(end - pos, n_windows - offset)
+        parts.append(np.random.default_rng([seed, rounds]).permutation(n_windows)[offset:offset + take])
+        pos += take
+    return np.concatenate(parts)
+
+
+def init_weights(model, source_dir, vocab: Vocabulary) -> dict:
+    """Start from a bundle's weights: recurrent layers as they are, embedding rows and output columns
+    matched by character; characters the source lacks keep their fresh initialisation."""
+    source = load_bundle(source_dir)
+    index = source.vocab.index
+    pairs = [(i, index[c]) for i, c in enumerate(vocab.chars) if c in index]
+    new, old = (list(t) for t in zip(*pairs))
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            theirs = source.model.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise ValueError(f"--init-from {source_dir}: it has no layer {layer.name!r}; "
+                             f"the architecture must match") from None
+        ours = layer.get_weights()
+        if layer.name == "embedding":
+            ours[0][new] = theirs[0][old]
+        elif layer.name == "logits":
+            ours[0][:, new] = theirs[0][:, old]
+            ours[1][:] = theirs[1].min()  # a new character starts as unlikely as the rarest known one
+            ours[1][new] = theirs[1][old]
+        elif [w.shape for w in ours] != [w.shape for w in theirs]:
+            raise ValueError(f"--init-from {source_dir}: layer {layer.name!r} has shapes "
+                             f"{[w.shape for w in theirs]}, this run's has {[w.shape for w in ours]}")
+        else:
+            ours = theirs
+        layer.set_weights(ours)
+    return {"path": str(source_dir), "name": source.name, "card_sha256": source.card_hash,
+            "chars_matched": len(pairs), "chars_new": len(vocab) - len(pairs)}
+
+
 def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = False,
           overrides: dict | None = None, name: str | None = None, log=print) -> Path:
     """Train on the corpus and write the bundle into `out`. Returns the bundle folder.
@@ -151,51 +226,61 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     overrides = overrides or {}
     if resume:
         if not state_path.is_file():
-            raise ValueError(f"nothing to resume: {state_path} does not exist")
+            raise ValueError(f"nothing to resume: {state_path} does not exist "
+                             f"(to start from a bundle's weights instead, use --init-from)")
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        fixed = sorted(k for k, v in overrides.items() if k not in TrainConfig.RESUMABLE
-                       and (list(v) if isinstance(v, tuple) else v) != state["config"].get(k))
+        saved = TrainConfig.from_dict(state["config"])
+        fixed = sorted(k for k, v in overrides.items()
+                       if k not in TrainConfig.RESUMABLE and v != getattr(saved, k))
         if fixed:
             raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change on --resume "
                              f"(only {', '.join('--' + k.replace('_', '-') for k in TrainConfig.RESUMABLE)} can)")
-        config = TrainConfig.from_dict({**state["config"], **overrides})
+        config = replace(saved, **overrides)
     else:
-        config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
+        config = replace(config or TrainConfig(), **overrides)
     config.check()
-    files = read_corpus(corpus_paths, config.encoding, typography=not config.keep_typography)
-    vocab = Vocabulary.from_text("".join(f.text for f in files), typography=not config.keep_typography)
+    vocab, files, held, dropped = load_corpus(corpus_paths, config, log)
     corpus = [{"file": f.name, "sha256": f.sha256, "chars": len(f.text)} for f in files]
     if resume and [c["sha256"] for c in corpus] != [c["sha256"] for c in state["corpus"]]:
         raise CorpusError("--resume needs the same corpus files as the interrupted run "
                           f"({', '.join(c['file'] for c in state['corpus'])})")
     (train_x, train_y), (val_x, val_y), train_chars, val_chars = dataset.build(
         files, vocab, config.seq_length, config.val_fraction)
+    val_words = sum(len(split(f.text, config.val_fraction)[1].split()) for f in files)
     log(f"corpus: {len(files)} file(s), {sum(c['chars'] for c in corpus):,} chars, vocabulary {len(vocab)}; "
         f"train {train_chars:,} chars ({len(train_x):,} windows), validation {val_chars:,} chars "
-        f"({len(val_x):,} windows, last {config.val_fraction:.0%} of each file)")
+        f"({len(val_x):,} windows, last {config.val_fraction:.0%} of each file)"
+        + (f"; {len(held)} book(s) held out" if held else ""))
 
     keras.utils.set_random_seed(config.seed)
     created_out = not out.exists()
     if resume:
         model = keras.saving.load_model(out / CHECKPOINTS / LAST)  # with optimizer state
-        model.optimizer.learning_rate.assign(config.learning_rate)  # may have been changed for the rest
         log(f"resuming after epoch {state['epoch']} (best val {state['best']['val_bpc']:.3f} bits/char)")
     else:
         model = compile_model(build_model(len(vocab), **config.architecture()), config)
         state = {"config": config.to_dict(), "corpus": corpus, "vocab": list(vocab.chars),
                  "epoch": 0, "steps": 0, "history": [], "best": None, "stopped": None,
                  "wall_seconds": 0.0}
+        if config.init_from:
+            state["init_from"] = init_weights(model, config.init_from, vocab)
+            log(f"starting from {config.init_from}'s weights ({state['init_from']['chars_matched']} characters "
+                f"matched, {state['init_from']['chars_new']} new)")
     state["stopped"], state["config"] = None, config.to_dict()
     state["name"] = name = name or state.get("name") or out.name  # a resumed run keeps its name
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    per_epoch = math.ceil(config.epoch_chars / config.seq_length) if config.epoch_chars else len(train_x)
+    steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     started = time.monotonic()
     callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch),
                  Checkpointer(out, state, config, started, steps_per_epoch)]
     try:
-        if state["epoch"] < config.epochs:
-            model.fit(train_x, train_y, batch_size=config.batch_size, epochs=config.epochs,
-                      initial_epoch=state["epoch"], validation_data=(val_x, val_y),
-                      shuffle=True, callbacks=callbacks, verbose=0)
+        while state["epoch"] < config.epochs and not state["stopped"]:
+            epoch = state["epoch"]
+            model.optimizer.learning_rate.assign(config.learning_rate_at(epoch))
+            order = epoch_order(len(train_x), per_epoch, epoch, config.seed)
+            model.fit(train_x[order], train_y[order], batch_size=config.batch_size, epochs=epoch + 1,
+                      initial_epoch=epoch, validation_data=(val_x, val_y), shuffle=False,
+                      callbacks=callbacks, verbose=0)
     except KeyboardInterrupt:
         state["stopped"] = "interrupted (Ctrl-C)"
         log("\ninterrupted: writing the bundle from the best checkpoint")
@@ -211,6 +296,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     else:
         model.load_weights(best_weights)  # restore the best epoch
     write_json_atomic(state_path, state)
+    best = state["best"]
     card = {
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -218,14 +304,16 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         "hyperparameters": config.to_dict(),
         "vocab_size": len(vocab),
         "corpus": corpus,
+        "cleaning_dropped_chars": dropped,
         "train_chars": train_chars,
         "val_chars": val_chars,
         "epochs_run": state["epoch"],
         "steps": state["steps"],
-        "best_epoch": state["best"]["epoch"],
-        "train_loss_nats": state["best"]["loss"],
-        "val_loss_nats": state["best"]["val_loss"],
-        "val_bpc": state["best"]["val_bpc"],
+        "best_epoch": best["epoch"],
+        "train_loss_nats": best["loss"],
+        "val_loss_nats": best["val_loss"],
+        "val_bpc": best["val_bpc"],
+        "val_bits_per_word": round(best["val_bpc"] * val_chars / max(val_words, 1), 3),
         "stopped": state["stopped"] or f"{config.epochs} epochs done",
         "history": state["history"],
         "wall_seconds": round(state["wall_seconds"], 1),
@@ -234,7 +322,17 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         "versions": versions(),
         "params": int(model.count_params()),
     }
+    if "init_from" in state:
+        card["init_from"] = state["init_from"]
+    if held:
+        log(f"measuring the {len(held)} held-out book(s)")
+        card["unseen_books"] = {"files": [f.name for f in held],
+                                **evaluate_texts(model, vocab, [f.text for f in held], config.seq_length,
+                                                 config.batch_size)}
     save_bundle(out, model, vocab, card)
     log(f"bundle written to {out}: best epoch {card['best_epoch']}, validation "
-        f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char ({card['stopped']})")
+        f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char, "
+        f"{card['val_bits_per_word']:.2f} bits/word ({card['stopped']})"
+        + (f"; unseen books {card['unseen_books']['bits_per_char']:.3f} bits/char, "
+           f"{card['unseen_books']['bits_per_word']:.2f} bits/word" if held else ""))
     return out

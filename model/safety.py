@@ -1,0 +1,110 @@
+"""The word filter: the one module that owns the blocked-word lists and how words are matched.
+
+A word is blocked when, read case-insensitively with look-alike symbols mapped to letters
+(0->o, 1->i, 3->e, 4->a, 5->s, 7->t, @->a, $->s), it spells a listed word with any letter
+repeated ("niiigger"), optionally followed by a plural ending (s; es after o); letters split by
+separators ("n.i.g.g.e.r", "n i g g e r") are read as one word. Matching is by whole word, so
+"Scunthorpe", "assassin" and "cocktail" pass even when a short word inside them is listed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+SHIPPED_LIST = Path(__file__).with_name("blocklist.txt")
+LOOKALIKES = str.maketrans("013457@$", "oieastas")
+MAX_WORD = 40  # longer blocked words are refused when added
+# A token: letters, possibly with look-alike symbols among them; apostrophes end a word.
+_TOKEN = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*|[0-9@$]+")
+# Single characters joined by one separator each: "n.i.g.g.e.r", "n i g g e r", "n-i-g".
+_SPELLED = re.compile(r"(?<![a-z0-9@$])(?:[a-z0-9@$][ .\-_*]){2,}[a-z0-9@$](?![a-z0-9@$])")
+
+
+def runs(word: str) -> tuple[tuple[str, int], ...]:
+    """'nigger' -> (('n', 1), ('i', 1), ('g', 2), ('e', 1), ('r', 1))."""
+    out: list[list] = []
+    for c in word:
+        if out and out[-1][0] == c:
+            out[-1][1] += 1
+        else:
+            out.append([c, 1])
+    return tuple((c, n) for c, n in out)
+
+
+def clean_word(word: str) -> str:
+    """A list entry as it is matched: lower case, letters only; ValueError names what is wrong."""
+    word = word.strip().lower()
+    if not word:
+        raise ValueError("the word is empty")
+    if len(word) > MAX_WORD:
+        raise ValueError(f"the word is {len(word)} characters long; the most is {MAX_WORD}")
+    if not re.fullmatch(r"[a-z]+", word):
+        raise ValueError(f"{word!r} is not one word of the letters a-z (write the plain spelling; "
+                         f"look-alike spellings are caught anyway)")
+    return word
+
+
+def _matches(token: str, pattern: tuple[tuple[str, int], ...]) -> bool:
+    """Whether `token` (already mapped and lower case) spells the word of `pattern` plus a suffix."""
+    token_runs = runs(token)
+    if len(token_runs) < len(pattern):
+        return False
+    for (c, n), (want, least) in zip(token_runs, pattern):
+        if c != want or n < least:
+            return False
+    rest = token[sum(n for _, n in token_runs[:len(pattern)]):]
+    # Plurals only: other endings turn short words into innocent ones ("spic" -> "spicy").
+    return rest in ("", "s") or (rest == "es" and pattern[-1][0] == "o")
+
+
+@dataclass(frozen=True)
+class WordFilter:
+    words: frozenset[str]
+
+    @classmethod
+    def of(cls, *word_lists) -> "WordFilter":
+        return cls(frozenset(w for words in word_lists for w in words))
+
+    def find(self, text: str) -> list[str]:
+        """The blocked words in `text`, as written there (empty when the text is clean)."""
+        if not self.words:
+            return []
+        lowered = text.lower()
+        found = [m.group() for m in _TOKEN.finditer(lowered) if self._blocked(m.group())]
+        for m in _SPELLED.finditer(lowered):
+            if self._blocked(re.sub(r"[ .\-_*]", "", m.group())):
+                found.append(m.group())
+        return found
+
+    def _blocked(self, token: str) -> bool:
+        token = token.translate(LOOKALIKES)
+        return any(_matches(token, p) for p in _patterns(self.words) if p[0][0] == token[0])
+
+
+@lru_cache(maxsize=256)
+def _patterns(words: frozenset[str]) -> tuple[tuple[tuple[str, int], ...], ...]:
+    return tuple(runs(w) for w in words)
+
+
+@lru_cache(maxsize=1)
+def shipped_words() -> frozenset[str]:
+    return read_list(SHIPPED_LIST)
+
+
+def read_list(path) -> frozenset[str]:
+    """A list file: one word a line; blank lines and lines starting with # are skipped."""
+    words = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            try:
+                words.add(clean_word(line))
+            except ValueError as e:
+                raise ValueError(f"{path} line {number}: {e}") from None
+    return frozenset(words)
+
+
+def shipped_filter() -> WordFilter:
+    return WordFilter(shipped_words())

@@ -1,0 +1,50 @@
+"""Bits per character and bits per word of a model on text, with the model's own normalisation.
+
+Bits per character depend on how the text was normalised (a reflowed book has fewer characters
+than a hard-wrapped one); bits per word divide the same total by the number of words, which
+reflowing does not change, so they compare across bundles.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from model.vocab import Vocabulary
+from train import dataset
+
+LN2 = math.log(2)
+
+
+def total_nats(model, ids: np.ndarray, seq_length: int, batch_size: int) -> tuple[float, int]:
+    """Summed loss over every predicted character of fresh-state windows (as validation measures)."""
+    import keras
+
+    x, y = dataset.windows(ids, seq_length)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        logits = model.predict_on_batch(x[i:i + batch_size])
+        total += float(np.sum(keras.ops.convert_to_numpy(
+            keras.losses.sparse_categorical_crossentropy(y[i:i + batch_size], logits, from_logits=True))))
+    return total, y.size
+
+
+def evaluate_texts(model, vocab: Vocabulary, texts: list[str], seq_length: int = 100,
+                   batch_size: int = 256) -> dict:
+    """Texts already cleaned and normalised the model's way; unknown characters are dropped (counted)."""
+    nats = predicted = chars = words = unknown = 0
+    for text in texts:
+        text, dropped = vocab.fit(text)
+        unknown += dropped
+        if len(text) <= seq_length:
+            continue
+        n, p = total_nats(model, vocab.encode(text), seq_length, batch_size)
+        nats, predicted = nats + n, predicted + p
+        # The few characters past the last whole window are not scored: count their words out too.
+        chars, words = chars + p, words + len(text.split()) * p / len(text)
+    if not predicted:
+        raise ValueError(f"the text is too short: no window of {seq_length + 1} characters")
+    bpc = nats / predicted / LN2
+    return {"bits_per_char": round(bpc, 4), "bits_per_word": round(nats / LN2 / words, 3),
+            "nats_per_char": round(nats / predicted, 4), "chars": chars, "words": round(words),
+            "unknown_chars_dropped": unknown}
