@@ -352,3 +352,22 @@ async def test_a_model_that_cannot_load_fails_fast_with_the_reason(tiny_bundle, 
     with pytest.raises(GeneratorUnavailable, match="could not start"):
         await generator.generate(StoryRequest(PROMPT, 200))
     await generator.close()
+
+
+def test_a_start_ending_in_a_letter_is_a_whole_word(fused, bundle):
+    letters = set(c for c in bundle.vocab.chars if c.isalpha())
+    for seed in range(60):
+        for start in ("Harry", "Snape", "the castle"):
+            text = run_alone(fused, bundle.vocab, StoryRequest(start, 100, 1.5, seed))
+            assert text[len(start)] not in letters, (start, text[:20])
+    glued = [run_alone(fused, bundle.vocab, StoryRequest("Harry ", 100, 1.5, s))[6] for s in range(30)]
+    assert set(glued) & letters  # after a space, letters are free as ever
+
+
+@pytest.mark.parametrize("target", [100, 300, 1000])
+def test_stories_end_at_a_sentence_or_word_near_the_target(fused, bundle, target):
+    overrun = max(40, int(target * 0.15))
+    for seed in range(8):
+        text = run_alone(fused, bundle.vocab, StoryRequest("Harry", target, 1.2, seed))
+        assert int(target * 0.9) - 1 <= len(text) <= target + overrun, len(text)  # less the final space
+        assert text[-1] in ".!?\"')" or len(text) + 1 >= target + overrun - 30 and " " not in text[-1]

@@ -50,12 +50,15 @@ def clean(text: str, word_filter: WordFilter | None) -> tuple[list[str], dict]:
     blocks = split_paragraphs(text)
     dropped = {"front_matter": 0, "back_matter": 0, "captions_and_headings": 0, "blocked_words": 0}
     start = next((i for i, b in enumerate(blocks) if is_prose(b)), 0)
-    if start > len(blocks) * 0.2:  # no prose found early: better keep all than guess wrong
+    if sum(map(len, blocks[:start])) > 0.2 * len(text):  # no prose found early: keep all rather than guess
         start = 0
-    end = len(blocks)
-    for i in range(len(blocks) - 1, int(len(blocks) * 0.85), -1):
+    end, after = len(blocks), 0
+    for i in range(len(blocks) - 1, start, -1):  # a closing "THE END" within the last 15% of the text
         if _THE_END.match(blocks[i]) or blocks[i].strip("[]_ ").lower().endswith("illustration: the end"):
             end = i
+            break
+        after += len(blocks[i])
+        if after > 0.15 * len(text):
             break
     dropped["front_matter"] = sum(map(len, blocks[:start]))
     dropped["back_matter"] = sum(map(len, blocks[end:]))
