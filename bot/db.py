@@ -102,10 +102,16 @@ class Database:
         async with self.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
             current = (await cur.fetchone())[0] or 0
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            async with self.transaction() as conn:
-                for statement in filter(str.strip, script.split(";")):
-                    await conn.execute(statement)
-                await conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            # Each script runs whole (triggers hold semicolons), in one transaction with its version.
+            async with self._lock:
+                try:
+                    await self.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
+                                                  f"INSERT INTO schema_version (version) VALUES ({version});\n"
+                                                  f"COMMIT;")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        await self.conn.execute("ROLLBACK")
+                    raise
         return len(MIGRATIONS)
 
     async def integrity_check(self) -> str:
@@ -163,6 +169,9 @@ class Tale:
     created_at: str
     votes: int
     in_gallery: bool
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_gallery", bool(self.in_gallery))  # SQLite stores it as 0/1
 
 
 class TaleNotFound(LookupError):

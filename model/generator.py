@@ -65,26 +65,56 @@ class StoryRequest:
     top_p: float = 1.0
 
     def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
-        """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest."""
-        if not isinstance(self.start, str) or not self.start.strip():
-            raise InvalidRequest("the start text is empty")
-        if len(self.start) > config.max_prompt:
-            raise InvalidRequest(f"the start text is {len(self.start):,} characters; "
-                                 f"the most is {config.max_prompt}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and 0 < self.temperature <= config.max_temperature):
+        """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest naming
+        the field. Every field's type and range is checked, so no request can upset the process."""
+        if not isinstance(self.start, str):
+            raise InvalidRequest(f"the start text must be text (got {type(self.start).__name__})")
+        temperature = _number("temperature", self.temperature)
+        if not 0 < temperature <= config.max_temperature:
             raise InvalidRequest(f"temperature must be above 0 and at most {config.max_temperature:g} "
-                                 f"(got {self.temperature})")
-        if not isinstance(self.length, int) or not 1 <= self.length <= config.max_length:
-            raise InvalidRequest(f"length must be between 1 and {config.max_length} characters (got {self.length})")
-        if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise InvalidRequest("top_k must be 0 or more and top_p in (0, 1]")
+                                 f"(got {temperature:g})")
+        if not _is_int(self.length) or not 1 <= self.length <= config.max_length:
+            raise InvalidRequest(f"length must be a whole number from 1 to {config.max_length} (got {self.length!r})")
+        if not _is_int(self.top_k) or not 0 <= self.top_k <= MAX_TOP_K:
+            raise InvalidRequest(f"top_k must be a whole number from 0 to {MAX_TOP_K} (got {self.top_k!r:.40})")
+        top_p = _number("top_p", self.top_p)
+        if not 0 < top_p <= 1:
+            raise InvalidRequest(f"top_p must be above 0 and at most 1 (got {top_p:g})")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise InvalidRequest(f"seed must be a whole number from 0 to {MAX_SEED} (got {self.seed!r:.40})")
+        if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
+            raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
         try:
             start = vocab.prepare(self.start)
         except UnknownCharacters as e:
             raise InvalidRequest(str(e)) from None
+        if not start.strip():  # invisible characters normalise away
+            raise InvalidRequest("the start text is empty")
+        if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
+            raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
-        return replace(self, start=start, seed=seed)
+        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed)
+
+
+MAX_SEED = 2**63 - 1
+MAX_TOP_K = 1_000_000
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(name: str, value) -> float:
+    """A finite real number as float, or InvalidRequest naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"{name} must be a number (got {type(value).__name__})")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise InvalidRequest(f"{name} is far too large") from None
+    if not math.isfinite(value):
+        raise InvalidRequest(f"{name} must be a finite number (got {value})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -117,8 +147,9 @@ class Scheduler:
     to the end, so its story is the same whatever run length or company it had."""
 
     def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1,
-                 steps_per_call: int = 16):
+                 steps_per_call: int = 16, limits: GeneratorConfig | None = None):
         self.engine, self.vocab = engine, vocab
+        self.limits = limits or GeneratorConfig(model=Path("."))
         self.flush_chars, self.flush_seconds, self.steps_per_call = flush_chars, flush_seconds, steps_per_call
         self.chars = np.array(list(vocab.chars))
         self.letters = np.array([c.isalpha() for c in vocab.chars])
@@ -136,11 +167,15 @@ class Scheduler:
         Returns ("error", rid, message) for a request whose prompt cannot be encoded."""
         errors, rows, prompts = [], [], []
         for rid, request in joining:
-            try:
-                prompts.append(self.vocab.encode(request.start))
-                rows.append(_Row(rid, request, self.flush_seconds))
-            except KeyError:  # the client validates prompts; this only guards the process
-                errors.append(("error", rid, "the start text has characters this model does not know"))
+            try:  # the client validates requests; this guards the process against any it missed
+                request.validated(self.vocab, self.limits)
+                prompt = self.vocab.encode(request.start)
+                row = _Row(rid, request, self.flush_seconds)
+            except (InvalidRequest, TypeError, ValueError, OverflowError) as e:
+                errors.append(("error", rid, str(e) if isinstance(e, InvalidRequest) else f"invalid request: {e}"))
+            else:
+                prompts.append(prompt)
+                rows.append(row)
         if rows:
             logits, state = self.engine.prime(prompts)
             logits = np.array(logits)  # writable: a device engine's may not be
@@ -205,7 +240,7 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
         outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
         return
     scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds,
-                          config.steps_per_call)
+                          config.steps_per_call, config)
     outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
     joining = []
     while True:

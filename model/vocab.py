@@ -61,7 +61,10 @@ class Normalisation:
         if self.typography:
             text = normalise_typography(text)
         if self.paragraphs:
-            text = join_paragraphs(split_paragraphs(text), True)
+            body = join_paragraphs(split_paragraphs(text), True)
+            # A prompt's trailing break means something: a blank line starts a paragraph, else a space.
+            tail = text[len(text.rstrip()):]
+            text = body + ("\n" if _BLANK_LINES.search(tail) else " " if tail and body else "")
         return text
 
     def for_reading(self, text: str) -> str:

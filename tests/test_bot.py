@@ -338,3 +338,57 @@ async def test_unusable_database_file_is_a_clear_error(tmp_path):
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DatabaseError, match="junk.db"):
         await Database.open(tmp_path / "junk.db")
+
+
+# -- issue 9: the Discord contract ---------------------------------------------------------------
+def test_streamed_edits_never_pass_discords_limit():
+    from bot.cogs.story import CONTENT_LIMIT, streaming_content
+
+    for n in range(1980, 2030):
+        content = streaming_content("x" * n)
+        assert len(content) <= CONTENT_LIMIT, n
+        assert content.endswith("x \u270d\ufe0f")
+
+
+async def test_a_failing_display_never_costs_the_tale(bot, monkeypatch):
+    """Every edit answers 400, as Discord does for content over 2,000: the tale is stored anyway."""
+    i = make_interaction(bot, guild_id=next(guilds))
+    i.edit_original_response.side_effect = discord.HTTPException(
+        type("R", (), {"status": 400, "reason": "Bad Request"})(), {"code": 50035, "message": "Invalid Form Body"})
+    i = await run(bot, "story", interaction=i, start="Harry", length=300, seed=2)
+    saved = ephemeral_text(i)
+    assert saved and saved.startswith("Your tale is saved as #")
+    tale = await bot.gallery.get(i.guild_id, int(saved.split("#")[1].split(":")[0]))
+    assert tale.text.startswith("Harry") and len(tale.text) > 200
+
+
+async def test_buttons_carry_booleans(bot):
+    i = await run(bot, "story", start="Harry", length=200, seed=4)
+    view = i.edit_original_response.call_args.kwargs["view"]
+    await press(view, "Save", make_interaction(bot, guild_id=i.guild_id))
+    tale = await bot.gallery.get(i.guild_id, tale_id(view))
+    assert tale.in_gallery is True
+    from bot.cogs.story import story_view
+
+    for row in story_view(tale).to_components():
+        for component in row["components"]:
+            assert type(component.get("disabled", False)) is bool
+
+
+async def test_slow_edits_do_not_hold_the_tale_back(bot):
+    """Discord under load takes about a second per edit; the tale must not wait for one per chunk."""
+    cog = bot.get_cog("StoryCog")
+    cog.edit_interval = 0.05
+    i = make_interaction(bot, guild_id=next(guilds))
+
+    async def slow_edit(**kwargs):
+        await asyncio.sleep(0.5)
+
+    i.edit_original_response.side_effect = slow_edit
+    started = asyncio.get_running_loop().time()
+    i = await run(bot, "story", interaction=i, start="Harry", length=1500, seed=6)
+    seconds = asyncio.get_running_loop().time() - started
+    streamed = [c for c in i.edit_original_response.call_args_list if "embed" not in c.kwargs]
+    assert final_embed(i) is not None
+    # Each chunk as its own edit would be dozens of 0.5 s edits; everything ready goes in each one.
+    assert len(streamed) <= 4 and seconds < 4.0, (len(streamed), seconds)

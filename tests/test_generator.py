@@ -199,7 +199,7 @@ def test_cancel_frees_the_row(fused, bundle):
 def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
     scheduler = Scheduler(fused, bundle.vocab)
     errors = scheduler.add([(1, StoryRequest("Harry \u2603")), (2, StoryRequest(PROMPT, 200, seed=1))])
-    assert errors == [("error", 1, "the start text has characters this model does not know")]
+    assert errors == [("error", 1, "the model does not know these characters: '\u2603'")]
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
 
 
@@ -371,3 +371,44 @@ def test_stories_end_at_a_sentence_or_word_near_the_target(fused, bundle, target
         text = run_alone(fused, bundle.vocab, StoryRequest("Harry", target, 1.2, seed))
         assert int(target * 0.9) - 1 <= len(text) <= target + overrun, len(text)  # less the final space
         assert text[-1] in ".!?\"')" or len(text) + 1 >= target + overrun - 30 and " " not in text[-1]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"), ({"seed": "abc"}, "seed"), ({"seed": True}, "seed"),
+    ({"seed": 2**64}, "seed"), ({"top_k": 10**400}, "top_k"), ({"top_k": "5"}, "top_k"), ({"top_k": -1}, "top_k"),
+    ({"top_p": "0.9"}, "top_p must be a number"), ({"temperature": 10**400}, "temperature is far too large"),
+    ({"temperature": "hot"}, "temperature must be a number"), ({"length": 10.0}, "length"),
+    ({"start": "\u200b\ufeff"}, "empty"), ({"start": 42}, "must be text"),
+    ({"start": "\u2026" * 200}, "600 characters"),  # the limit counts the text as the model reads it
+])
+def test_requests_that_used_to_kill_the_process_are_refused_by_field(bundle, tiny_bundle, change, message):
+    config = GeneratorConfig(model=tiny_bundle)
+    with pytest.raises(InvalidRequest, match=message):
+        replace(StoryRequest("Harry"), **change).validated(bundle.vocab, config)
+
+
+def test_the_process_refuses_a_bad_request_alone(fused, bundle):
+    """A request that skipped validation fails alone; the rest of the batch goes on."""
+    scheduler = Scheduler(fused, bundle.vocab)
+    bad = [StoryRequest("Harry", seed=-1), StoryRequest("Harry", 100, top_k=10**400, seed=1),
+           StoryRequest("\u200b", seed=1)]
+    errors = scheduler.add([(i, r) for i, r in enumerate(bad)] + [(9, StoryRequest(PROMPT, 200, seed=1))])
+    assert [e[1] for e in errors] == [0, 1, 2] and all(e[0] == "error" for e in errors)
+    assert [row.rid for row in scheduler.rows] == [9]
+    while scheduler.rows:
+        scheduler.advance()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_slow_reader_still_gets_a_finished_story(tiny_bundle):
+    """The deadline is for the writing: a finished story is never turned into a timeout."""
+    gen = StoryGenerator(GeneratorConfig(model=tiny_bundle, timeout=1.0))
+    await gen.start()
+    try:
+        events = []
+        async for event in gen.stream(StoryRequest(PROMPT, 600, seed=3)):
+            events.append(event)
+            await asyncio.sleep(0.3)  # a reader slower than the whole writing
+        assert events[-1].story is not None and len(events) > 3
+    finally:
+        await gen.close()

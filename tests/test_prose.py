@@ -52,7 +52,8 @@ Fine books for boys, bound in cloth, price three shillings.
 
 def test_reflow_makes_one_line_per_paragraph():
     text = Normalisation(paragraphs=True).apply("It\nwas   hard\n  wrapped.\n\n\n\"Yes,\" he said.\n")
-    assert text == 'It was hard wrapped.\n"Yes," he said.'
+    assert text == 'It was hard wrapped.\n"Yes," he said. '  # a trailing break is kept as a space...
+    assert Normalisation(paragraphs=True).apply("Once upon a time.\n\n") == "Once upon a time.\n"  # ...or a new paragraph
     kept = Normalisation(paragraphs=False).apply("It\nwas\n\nwrapped.\n")
     assert kept == "It\nwas\n\nwrapped.\n"
 

@@ -1,6 +1,9 @@
 """/story: defer, stream the tale into the reply, finish with an embed and its buttons."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 
 import discord
@@ -11,10 +14,22 @@ from bot.db import Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from model.generator import InvalidRequest, StoryRequest
 
+log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
 START_LIMITS = (1, 200)
 CONTENT_LIMIT = 2000
 EMBED_LIMIT = 4096
+WRITING = " ✍️"  # the pen shown while the tale is being written
+
+
+def streaming_content(text: str, position: int = 0) -> str:
+    """A streamed edit: the tale so far (its end, past Discord's limit) and the pen; never over 2,000."""
+    if position:
+        return f"⏳ Waiting for the storyteller: you are number {position} in line."
+    room = CONTENT_LIMIT - len(WRITING)
+    if len(text) > room:
+        text = "…" + text[-(room - 1):]
+    return text + WRITING
 
 
 def tale_embed(tale: Tale) -> discord.Embed:
@@ -69,7 +84,7 @@ class SaveButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templat
 
     def __init__(self, tale_id: int, saved: bool = False):
         super().__init__(tale_id, "In the gallery" if saved else "Save to gallery", discord.ButtonStyle.primary,
-                         disabled=saved)
+                         disabled=bool(saved))
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
         if interaction.user.id != tale.author_id:
@@ -146,6 +161,7 @@ class StoryCog(commands.Cog):
         try:
             await interaction.response.defer(thinking=True)
             story = await self._stream(interaction, request)
+            # Stored first, then shown: no display error can cost a finished tale.
             tale = await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
@@ -153,26 +169,47 @@ class StoryCog(commands.Cog):
         except BaseException:
             self.cooldowns.give_back(guild_id, user.id)
             raise
-        await interaction.edit_original_response(content=None, embed=tale_embed(tale), view=story_view(tale),
-                                                 allowed_mentions=NO_MENTIONS)
+        await self._show(interaction, tale)
         return tale
 
+    async def _show(self, interaction: discord.Interaction, tale: Tale) -> None:
+        try:
+            await interaction.edit_original_response(content=None, embed=tale_embed(tale), view=story_view(tale),
+                                                     allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as error:  # the tale is safe; point the member to it
+            log.warning("could not show tale #%s (guild %s): %s", tale.id, tale.guild_id, error)
+            await interaction.followup.send(f"Your tale is saved as #{tale.id}: `/tale show id:{tale.id}` shows it.",
+                                            ephemeral=True, allowed_mentions=NO_MENTIONS)
+
     async def _stream(self, interaction: discord.Interaction, request: StoryRequest):
-        text, last_edit = "", 0.0
-        async for event in self.bot.generator.stream(request):
-            if event.story is not None:
-                return event.story
-            text += event.text
-            now = time.monotonic()
-            if now - last_edit < self.edit_interval:
-                continue
-            last_edit = now
-            if event.position:
-                content = f"⏳ Waiting for the storyteller: you are number {event.position} in line."
-            else:
-                content = text if len(text) < CONTENT_LIMIT - 2 else "…" + text[-(CONTENT_LIMIT - 3):]
-                content += " ✍️"
-            await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+        """Read the story as fast as it is written; a separate loop edits the reply with everything
+        ready at most once per edit interval, so slow edits never hold the tale back."""
+        progress = {"text": "", "position": 0}
+        changed = asyncio.Event()
+
+        async def edit_now_and_then() -> None:
+            while True:
+                await changed.wait()
+                changed.clear()
+                content = streaming_content(progress["text"], progress["position"])
+                try:
+                    await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+                except discord.HTTPException as error:  # a lost edit is only a missed frame
+                    log.warning("streamed edit failed (guild %s): %s", interaction.guild_id, error)
+                await asyncio.sleep(self.edit_interval)
+
+        editor = asyncio.create_task(edit_now_and_then())
+        try:
+            async for event in self.bot.generator.stream(request):
+                if event.story is not None:
+                    return event.story
+                progress["position"] = event.position
+                progress["text"] += event.text
+                changed.set()
+        finally:
+            editor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await editor
 
 
 async def setup(bot) -> None:
