@@ -171,8 +171,6 @@ def cmd_run(args) -> int:
     import asyncio
     import logging
 
-    import discord
-
     from bot.app import QuillBot
     from bot.console import run_console
     from bot.settings import Settings
@@ -190,14 +188,49 @@ def cmd_run(args) -> int:
         async with bot:
             await bot.start(settings.discord_token)
 
+    return on_discord("run", serve)
+
+
+def add_sync(sub) -> None:
+    sub.add_parser("sync", help="send the slash commands to Discord now",
+                   description="The bot syncs its commands by itself when they change; use this when "
+                               "Discord shows old ones (the owner's token, DISCORD_TOKEN, is needed).")
+
+
+def cmd_sync(args) -> int:
+    import logging
+
+    from bot.app import QuillBot
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.discord_token is None:
+        raise ValueError("DISCORD_TOKEN is not set: syncing sends the commands to Discord")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("discord").setLevel(logging.ERROR)
+    bot = QuillBot(settings, force_sync=True)
+
+    async def sync() -> None:
+        async with bot:
+            await bot.login(settings.discord_token)  # login runs setup_hook, which syncs
+
+    return on_discord("sync", sync)
+
+
+def on_discord(command: str, main) -> int:
+    """Run a coroutine that talks to Discord; a refused token or no connection is one line, exit 1."""
+    import asyncio
+
+    import discord
+
     try:
-        asyncio.run(serve())
+        asyncio.run(main())
     except discord.LoginFailure:
-        print("quill run: error: Discord refused DISCORD_TOKEN (wrong or revoked); "
+        print(f"quill {command}: error: Discord refused DISCORD_TOKEN (wrong or revoked); "
               "copy the bot token again from the Developer Portal", file=sys.stderr)
         return 1
     except (OSError, discord.GatewayNotFound) as e:  # aiohttp's connection errors are OSErrors
-        print(f"quill run: error: cannot reach Discord ({e})", file=sys.stderr)
+        print(f"quill {command}: error: cannot reach Discord ({e})", file=sys.stderr)
         return 1
     return 0
 
@@ -233,14 +266,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "story": cmd_story, "run": cmd_run, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "story": cmd_story, "run": cmd_run, "sync": cmd_sync,
+            "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_eval, add_story, add_run, add_bench):
+    for add in (add_train, add_eval, add_story, add_run, add_sync, add_bench):
         add(sub)
     args = parser.parse_args(argv)
     from model.generator import GeneratorError
@@ -250,6 +284,9 @@ def main(argv=None) -> int:
     except (ValueError, GeneratorError) as e:  # bad input: bundle, corpus, settings, request
         print(f"quill {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C anywhere: a clean stop, no traceback
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The bot: opens the database, starts the generator client, loads one cog per feature."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 import discord
@@ -21,13 +23,21 @@ class QuillTree(app_commands.CommandTree):
         await answer_error(interaction, error)
 
 
-class QuillBot(commands.Bot):
-    def __init__(self, settings: Settings):
+def command_tree_hash(tree: app_commands.CommandTree, guild: discord.abc.Snowflake | None) -> str:
+    """What Discord would be sent by a sync, hashed: equal hashes need no sync."""
+    payload = sorted((c.to_dict(tree) for c in tree.get_commands(guild=guild)), key=lambda c: c["name"])
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class QuillBot(commands.AutoShardedBot):
+    """One server or thousands with the same code: discord.py shards as Discord asks from 2,500 servers."""
+
+    def __init__(self, settings: Settings, force_sync: bool = False):
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no message content
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=QuillTree,
                          allowed_mentions=NO_MENTIONS, help_command=None)
-        self.settings = settings
+        self.settings, self.force_sync = settings, force_sync
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
 
@@ -43,12 +53,24 @@ class QuillBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         await self.prepare()
-        if self.settings.dev_guild_id:  # instant, for development
-            guild = discord.Object(self.settings.dev_guild_id)
+        await self.sync_commands(force=self.force_sync)
+
+    async def sync_commands(self, force: bool = False) -> bool:
+        """Send the command tree to Discord only when it changed since the last sync (its hash is
+        kept in the database) or when forced (`quill sync`): bots that sync on every start get
+        rate-limited. With DEV_GUILD_ID the commands go to that server only, where they appear at once."""
+        guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
+        if guild is not None:
             self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
-        else:  # global commands can take a while to appear
-            await self.tree.sync()
+        key = f"command_tree:{guild.id if guild else 'global'}"
+        digest = command_tree_hash(self.tree, guild)
+        if not force and await self.db.get_meta(key) == digest:
+            log.info("slash commands unchanged since the last sync; not syncing")
+            return False
+        await self.tree.sync(guild=guild)
+        await self.db.set_meta(key, digest)
+        log.info("slash commands synced (%s)", f"server {guild.id}" if guild else "global")
+        return True
 
     async def close(self) -> None:
         if self.generator:

@@ -271,8 +271,6 @@ class ConsoleInteraction:
 
 
 async def run_console(bot, stdin=sys.stdin, out=sys.stdout) -> None:
-    try:
+    async with bot:  # set up as discord.py does before connecting; closed however the console ends
         await bot.prepare()
         await Console(bot, out).run(stdin)
-    finally:
-        await bot.close()

@@ -44,6 +44,12 @@ MIGRATIONS = [
         PRIMARY KEY (tale_id, user_id)
     );
     """,
+    """
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN = 0.5, 800, 20
@@ -113,6 +119,17 @@ class Database:
                         await self.conn.execute("ROLLBACK")
                     raise
         return len(MIGRATIONS)
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value the bot keeps about itself (the synced command tree's hash)."""
+        async with self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.transaction() as conn:
+            await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def integrity_check(self) -> str:
         async with self.conn.execute("PRAGMA integrity_check") as cur:

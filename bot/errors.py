@@ -23,6 +23,9 @@ class CooldownActive(MemberError):
         super().__init__(f"Easy there! You can ask for another story in {seconds:.0f} s.")
 
 
+# Discord still shows a command that was deleted or changed until the new tree reaches the client.
+STALE_COMMAND = (app_commands.CommandNotFound, app_commands.CommandSignatureMismatch)
+STALE_MESSAGE = "This command was updated; try again in a minute."
 PERMISSION_NAMES = {"manage_guild": "Manage Server", "manage_messages": "Manage Messages"}
 
 
@@ -30,6 +33,8 @@ def member_message(error: Exception) -> str | None:
     """The message for an error a member can cause or meet; None for a bug."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
+    if isinstance(error, STALE_COMMAND):
+        return STALE_MESSAGE
     if isinstance(error, app_commands.MissingPermissions):
         names = " and ".join(PERMISSION_NAMES.get(p, p.replace("_", " ").title()) for p in error.missing_permissions)
         return f"You need the {names} permission to do that."
@@ -46,7 +51,9 @@ def member_message(error: Exception) -> str | None:
 async def answer_error(interaction: discord.Interaction, error: Exception) -> None:
     """Tell the member (ephemerally) or, for a bug, log it with the command and guild."""
     message = member_message(error)
-    if message is None:
+    if isinstance(error, STALE_COMMAND):
+        log.warning("stale command from guild %s: %s", interaction.guild_id, error)
+    elif message is None:
         command = getattr(interaction.command, "qualified_name", None) or "a button"
         log.error("error in %s (guild %s)", command, interaction.guild_id,
                   exc_info=(type(error), error, error.__traceback__))

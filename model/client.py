@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from collections import deque
@@ -26,6 +27,17 @@ from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailabl
 log = logging.getLogger(__name__)
 START_TIMEOUT = 120.0  # loading TensorFlow and the model on a slow box
 RESTART_DELAYS = (0.5, 2.0, 10.0)  # after repeated deaths, wait longer before the next start
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit in time"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 @dataclass(frozen=True)
@@ -119,10 +131,10 @@ class StoryGenerator:
         inbox_read.close()  # the child's ends: closing ours lets EOF tell us when it dies
         outbox_write.close()
         self._inbox = inbox_write
-        threading.Thread(target=self._read, args=(outbox_read, self._generation), daemon=True,
+        threading.Thread(target=self._read, args=(outbox_read, self._generation, self._process), daemon=True,
                          name="quill-generator-reader").start()
 
-    def _read(self, conn, generation: int) -> None:
+    def _read(self, conn, generation: int, process) -> None:
         """Reader thread: hands each message to the event loop; EOF means the process died."""
         while True:
             try:
@@ -132,7 +144,8 @@ class StoryGenerator:
             if not self._deliver(self._on_message, generation, message):
                 break
         conn.close()
-        self._deliver(self._on_death, generation)
+        process.join(5)  # reaped, so its exit code is known (EOF can come before the exit)
+        self._deliver(self._on_death, generation, process.exitcode)
 
     def _deliver(self, callback, *args) -> bool:
         try:
@@ -174,12 +187,11 @@ class StoryGenerator:
         else:
             pending.events.put_nowait(InvalidRequest(text))
 
-    def _on_death(self, generation: int) -> None:
+    def _on_death(self, generation: int, code: int | None) -> None:
         if generation != self._generation or self._closing:
             return
         was_ready = self._ready.is_set()
         self._ready.clear()
-        code = self._process.exitcode if self._process else None
         for pending in self._running.values():
             pending.events.put_nowait(GeneratorUnavailable(
                 "the storyteller stopped unexpectedly while writing this story; please try again"))
@@ -189,7 +201,7 @@ class StoryGenerator:
         else:
             self._failures += 1
             self.down_reason = "the story generator could not start: " + (
-                self._start_error or f"its process exited with code {code}; see the bot's log")
+                self._start_error or f"its process {describe_exit(code)}; see the bot's log")
         if self._start_error or self._failures > len(RESTART_DELAYS):
             log.error("%s", self.down_reason)
             for pending in self._waiting:
@@ -197,7 +209,7 @@ class StoryGenerator:
             self._waiting.clear()
             self._down.set()
             return  # stays down until the next request tries once more
-        log.error("generator process died (exit code %s); restarting", code)
+        log.error("generator process died (%s); restarting", describe_exit(code))
         delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS)) - 1] if self._failures else 0
         self._loop.call_later(delay, self._respawn, self._generation)
 

@@ -1,5 +1,6 @@
-"""Spec'd Discord mocks shared by every bot test: an Interaction whose response, followup and
-edits are recorded, with a guild, a member and that member's permissions."""
+"""Strict Discord mocks shared by every bot test: an Interaction whose response, followup and
+edits are recorded, with a guild, a member and that member's permissions. Every mock is
+spec_set, so setting or reading an attribute that discord.py does not have fails the test."""
 from __future__ import annotations
 
 import time
@@ -10,16 +11,18 @@ import discord
 
 def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "Luna", channel_id: int = 100,
                      manage_guild: bool = False, manage_messages: bool = False, command=None) -> MagicMock:
-    interaction = MagicMock(spec=discord.Interaction)
+    interaction = MagicMock(spec_set=discord.Interaction)
     interaction.client = bot
     interaction.command = command
-    interaction.created = time.monotonic()
+    # Interaction.extras is discord.py's own place for custom data: what the test wants to know.
+    state = interaction.extras = {"created": time.monotonic(), "done": False, "deferred_at": None}
     interaction.guild_id, interaction.channel_id = guild_id, channel_id
-    interaction.guild = MagicMock(spec=discord.Guild, id=guild_id)
-    interaction.user = MagicMock(spec=discord.Member, id=user_id, display_name=name, mention=f"<@{user_id}>")
+    interaction.guild = MagicMock(spec_set=discord.Guild)
+    interaction.guild.id = guild_id
+    interaction.user = MagicMock(spec_set=discord.Member)
+    interaction.user.id, interaction.user.display_name, interaction.user.mention = user_id, name, f"<@{user_id}>"
     interaction.permissions = discord.Permissions(manage_guild=manage_guild, manage_messages=manage_messages)
-    response = MagicMock(spec=discord.InteractionResponse)
-    state = {"done": False, "deferred_at": None}
+    response = MagicMock(spec_set=discord.InteractionResponse)
 
     async def answer(*args, **kwargs):
         state["done"] = True
@@ -32,8 +35,7 @@ def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "
     response.send_message = AsyncMock(side_effect=answer)
     response.edit_message = AsyncMock(side_effect=answer)
     interaction.response = response
-    interaction.state = state
-    interaction.followup = MagicMock(spec=discord.Webhook)
+    interaction.followup = MagicMock(spec_set=discord.Webhook)
     interaction.followup.send = AsyncMock()
     interaction.edit_original_response = AsyncMock()
     interaction.delete_original_response = AsyncMock()

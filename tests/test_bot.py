@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 async def bot(tiny_bundle, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "quill.db"
     bot = QuillBot(Settings(database=db, model=tiny_bundle, queue_size=2, max_batch=2, story_timeout=30))
-    await bot.prepare()
-    yield bot
-    await bot.close()
+    async with bot:  # set up as discord.py does before connecting; closed on the way out
+        await bot.prepare()
+        yield bot
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def no_mentions_everywhere(interaction):
 async def test_story_flow_defers_streams_and_ends_with_embed(bot):
     i = await run(bot, "story", start="Harry looked at the castle", length=600, seed=5)
     assert i.response.defer.await_args.kwargs == {"thinking": True}
-    assert i.state["deferred_at"] - i.created < 3.0  # Discord's deadline
+    assert i.extras["deferred_at"] - i.extras["created"] < 3.0  # Discord's deadline
     edits = [c.kwargs["content"] for c in i.edit_original_response.call_args_list if c.kwargs.get("content")]
     assert len(edits) >= 2 and all(e.endswith(" ✍️") for e in edits)  # streamed in pieces
     embed = final_embed(i)
@@ -392,3 +392,71 @@ async def test_slow_edits_do_not_hold_the_tale_back(bot):
     assert final_embed(i) is not None
     # Each chunk as its own edit would be dozens of 0.5 s edits; everything ready goes in each one.
     assert len(streamed) <= 4 and seconds < 4.0, (len(streamed), seconds)
+
+
+async def test_stale_commands_get_a_plain_answer_and_a_warning(bot, caplog):
+    from discord import app_commands
+
+    for error in (app_commands.CommandNotFound("oldcommand", []),
+                  app_commands.CommandSignatureMismatch(command(bot, "story"))):
+        i = make_interaction(bot, guild_id=next(guilds))
+        caplog.clear()
+        await bot.tree.on_error(i, error)
+        assert ephemeral_text(i) == "This command was updated; try again in a minute."
+        assert "stale command" in caplog.text and "ERROR" not in caplog.text  # not an internal error
+
+
+async def test_commands_sync_only_when_the_tree_changed(bot, monkeypatch):
+    from unittest.mock import AsyncMock
+
+    from discord import app_commands
+
+    sync = AsyncMock(return_value=[])
+    monkeypatch.setattr(bot.tree, "sync", sync)
+    await bot.db.set_meta("command_tree:global", "")  # as after an update
+    assert await bot.sync_commands() is True
+    assert await bot.sync_commands() is False  # a plain restart sends nothing
+    assert sync.await_count == 1
+
+    @app_commands.command(name="extra", description="a new command")
+    async def extra(interaction):
+        pass
+
+    bot.tree.add_command(extra)
+    try:
+        assert await bot.sync_commands() is True  # the tree changed
+    finally:
+        bot.tree.remove_command("extra")
+    assert await bot.sync_commands() is True and await bot.sync_commands() is False
+    assert await bot.sync_commands(force=True) is True  # quill sync
+    assert sync.await_count == 4
+
+
+def test_the_bot_shards_itself():
+    from discord.ext import commands
+
+    assert issubclass(QuillBot, commands.AutoShardedBot)
+
+
+def test_mocks_are_strict(bot):
+    i = make_interaction(bot)
+    with pytest.raises(AttributeError):
+        i.gulid_id = 3  # a typo fails instead of passing silently
+    with pytest.raises(AttributeError):
+        i.response.sned_message
+
+
+def test_quill_sync_with_a_refused_token_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    import cli
+
+    async def refuse(self, token):
+        raise discord.LoginFailure("Improper token has been passed.")
+
+    monkeypatch.setattr(QuillBot, "login", refuse)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-token")
+    monkeypatch.setenv("QUILL_DATABASE", str(tmp_path / "q.db"))
+    assert cli.main(["sync"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("quill sync: error: Discord refused")
+    monkeypatch.setenv("DISCORD_TOKEN", "")
+    assert cli.main(["sync"]) == 2
+    assert "DISCORD_TOKEN is not set" in capsys.readouterr().err

@@ -298,7 +298,7 @@ async def test_cancel_frees_row_at_once(generator):
 
 
 @pytest.mark.asyncio(loop_scope="module")
-async def test_killed_generator_fails_clearly_then_recovers(generator):
+async def test_killed_generator_fails_clearly_then_recovers(generator, caplog):
     pid = generator.pid
     stream = generator.stream(StoryRequest(PROMPT, 2000, seed=3))
     await anext(stream)  # mid-story
@@ -308,6 +308,7 @@ async def test_killed_generator_fails_clearly_then_recovers(generator):
             pass
     await generator.wait_ready(60)
     assert generator.pid != pid
+    assert "generator process died (was killed by SIGKILL)" in caplog.text  # not "exit code None"
     story = await generator.generate(StoryRequest(PROMPT, 300, seed=3))
     assert len(story.text) >= 270
 
