@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import threading
 
 import discord
 from discord import app_commands
 from discord.utils import MISSING, maybe_coroutine
 
+from bot.cogs.story import WRITING
 from bot.errors import answer_error
 
 HELP = __doc__.split("\n\n", 1)[1].rstrip() + "\n    help | quit"
-OPTION = re.compile(r"(?:^|\s)([a-z_]+):")
 TRUE, FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 
@@ -51,18 +52,19 @@ class Console:
 
     def show(self, content=MISSING, embed=MISSING, view=MISSING, ephemeral: bool = False) -> None:
         if content not in (MISSING, None):
-            body = content.removesuffix(" ✍️")
-            if self.streamed and body.startswith(self.streamed):
+            streaming = content.endswith(WRITING)
+            body = plain(content.removesuffix(WRITING))
+            if streaming and body.startswith("\u23f3"):
+                pass  # a place in the line: the tale follows soon enough
+            elif self.streamed and body.startswith(self.streamed):
                 self.write(body[len(self.streamed):])  # streaming: print only what is new
             else:
                 self.write(("\n" if self.streamed else "") + ("(only you see this) " if ephemeral else "") + body
-                           + ("" if content.endswith(" ✍️") else "\n"))
-            self.streamed = body if content.endswith(" ✍️") else ""
+                           + ("" if streaming else "\n"))
+            self.streamed = body if streaming and not body.startswith("\u23f3") else ""
         if embed not in (MISSING, None):
-            if self.streamed:
-                self.write("\n")
-                self.streamed = ""
-            self.write(render_embed(embed))
+            self.write(render_embed(embed, self.streamed))
+            self.streamed = ""
         if view not in (MISSING, None):
             self.last_view = view
             labels = [f"[{button.label}]" + (" (off)" if button.disabled else "")
@@ -71,25 +73,25 @@ class Console:
 
     # -- input ------------------------------------------------------------------------------
     async def run(self, stdin=sys.stdin) -> None:
-        loop = asyncio.get_running_loop()
+        lines = read_lines(stdin)
         interactive = stdin.isatty()
         self.write(f"Quill console: one member of one local server. Model: {self.bot.generator.info.get('model')}."
                    " Type help for commands.\n")
         while True:
             if interactive:
                 self.write("quill> ")
-            line = await loop.run_in_executor(None, stdin.readline)
-            if not line:
+            line = await lines.get()
+            if line is None:
                 return
             line = line.strip()
-            if line in ("quit", "exit"):
+            if line.lower() in ("quit", "exit", "/quit", "/exit"):
                 return
             if line:
                 await self.handle(line)
 
     async def handle(self, line: str) -> None:
         try:
-            if line == "help":
+            if line.lower() in ("help", "/help"):
                 self.write(HELP + "\n")
             elif line.startswith("press "):
                 await self.press(line[6:].strip())
@@ -102,7 +104,7 @@ class Console:
 
     async def invoke(self, text: str) -> None:
         name, _, rest = text.partition(" ")
-        command = self.bot.tree.get_command(name)
+        command = self.bot.tree.get_command(name.lower())
         if command is None:
             raise ConsoleError(f"unknown command /{name}; type help")
         if isinstance(command, app_commands.Group):
@@ -126,19 +128,18 @@ class Console:
     def parse(self, command: app_commands.Command, text: str) -> dict:
         params = {p.name: p for p in command.parameters}
         values: dict[str, str] = {}
-        names = OPTION.findall(text)
-        if names:
-            pieces = OPTION.split(text)  # ["lead", name, value, name, value, ...]
-            if pieces[0].strip():
-                raise ConsoleError(f"{pieces[0].strip()!r} has no option name (write name:value)")
-            for name, value in zip(pieces[1::2], pieces[2::2]):
-                values[name] = value.strip()
-        elif text:  # a lone value goes to the first option: /temperature 0.8, /tale 3
-            values[command.parameters[0].name] = text
-        unknown = set(values) - set(params)
-        if unknown:
-            raise ConsoleError(f"/{command.qualified_name} has no option {', '.join(sorted(unknown))}; "
-                               f"its options: {', '.join(params) or 'none'}")
+        # Only this command's own option names start an option, so "Dear diary: today" stays text.
+        option = re.compile(r"(?:^|\s)(" + "|".join(map(re.escape, params)) + r"):") if params else None
+        pieces = option.split(text) if option else [text]  # ["lead", name, value, name, value, ...]
+        lead = pieces[0].strip()
+        if lead:  # text before any option goes to the first one: /temperature 0.8, /story Harry length:100
+            if not params:
+                raise ConsoleError(f"/{command.qualified_name} takes no options")
+            values[command.parameters[0].name] = lead
+        for name, value in zip(pieces[1::2], pieces[2::2]):
+            if name in values:
+                raise ConsoleError(f"{name} is given twice")
+            values[name] = value.strip()
         missing = [p.name for p in command.parameters if p.required and p.name not in values]
         if missing:
             raise ConsoleError(f"/{command.qualified_name} needs {', '.join(missing)}")
@@ -209,10 +210,33 @@ async def press_button(view: discord.ui.View, button, interaction) -> None:
         await view.on_error(interaction, error, button)
 
 
-def render_embed(embed: discord.Embed) -> str:
-    lines = [f"── {embed.title} ──" if embed.title else "──"]
-    if embed.description:
-        lines.append(embed.description)
+def read_lines(stdin) -> asyncio.Queue:
+    """Lines from stdin on a daemon thread (None at the end): a thread blocked in readline must not
+    keep the program from exiting on Ctrl-C, as one in the default executor would."""
+    loop, lines = asyncio.get_running_loop(), asyncio.Queue()
+
+    def read() -> None:
+        for line in iter(stdin.readline, ""):
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, daemon=True, name="quill-console-input").start()
+    return lines
+
+
+def plain(text: str) -> str:
+    """Discord's markdown as a terminal shows it: **bold** and `code` without their marks."""
+    return text.replace("**", "").replace("`", "")
+
+
+def render_embed(embed: discord.Embed, streamed: str = "") -> str:
+    """The embed as text; a tale that was just streamed is not printed a second time."""
+    lines = [] if streamed else [f"── {embed.title} ──" if embed.title else "──"]
+    description = embed.description or ""
+    if streamed and description.startswith(streamed):
+        lines.append(description[len(streamed):].rstrip() or "")
+    elif description:
+        lines.append(("\n" if streamed else "") + plain(description))
     for field in embed.fields:
         lines.append(f"• {field.name}\n  " + field.value.replace("\n", "\n  "))
     if embed.footer and embed.footer.text:

@@ -297,16 +297,25 @@ def test_database_killed_mid_write_keeps_confirmed_tales(tmp_path):
 def test_console_mode_end_to_end(tiny_bundle, tmp_path):
     commands = "\n".join(["/story start:Harry looked length:300 seed:3", "press save", "press vote",
                           "/temperature 0.8", "/temperature", "/gallery", "/tale 1", "/tale 42",
-                          "/temperature 7", "/story start:Harry looked length:300", "quit"]) + "\n"
+                          "/temperature 7", "/story start:Harry looked length:300", "/HELP",
+                          "/settings cooldown:0", "/STORY start:Dear diary: today Harry length:120",
+                          "/story Harry length:100", "quit"]) + "\n"
     env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "console.db")}
     env.pop("DISCORD_TOKEN", None)
     done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=120)
     out = done.stdout
     assert done.returncode == 0, done.stderr
-    assert "── Harry looked ──" in out and "tale #1" in out
+    assert "── Harry looked ──" in out and "tale #1" in out  # /tale 1 shows it with its title
+    tale = out.split("commands.\n", 1)[1].split("\n(temperature", 1)[0]
+    assert tale.startswith("Harry looked") and out.count(tale) == 3  # streamed once (not again), the vote, /tale 1
     assert "[In the gallery] (off)" in out and "👍 1" in out
-    assert "Temperature set to **0.8**" in out and "temperature is **0.8**" in out
+    assert "Saved: tale #1 is in this server's gallery now." in out
+    assert "Temperature set to 0.8" in out and "temperature is 0.8" in out and "**" not in out
+    # "diary:" is text, not an option: the whole start reaches the model (whose tiny vocabulary lacks ':')
+    assert "does not know these characters: ':'" in out and "no option" not in out
+    assert "\nHarry" in out and "needs start" not in out  # /story Harry length:100
+    assert "help | quit" in out and "unknown command" not in out
     assert "#1 · Harry looked · 👍 1" in out
     assert "no tale #42" in out
     assert "value must be between 0.1 and 2.0" in out
@@ -460,3 +469,18 @@ def test_quill_sync_with_a_refused_token_is_one_clear_line(monkeypatch, capsys, 
     monkeypatch.setenv("DISCORD_TOKEN", "")
     assert cli.main(["sync"]) == 2
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_the_console_exits_cleanly(tiny_bundle, tmp_path):
+    env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "c.db")}
+    env.pop("DISCORD_TOKEN", None)
+    process = subprocess.Popen([sys.executable, "-m", "cli", "run"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert process.stdout.readline().startswith("Quill console")  # ready, waiting for a line
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

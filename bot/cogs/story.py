@@ -91,6 +91,8 @@ class SaveButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templat
             raise MemberError("Only the tale's author can save it to the gallery.")
         tale = await interaction.client.gallery.save_to_gallery(tale.guild_id, tale.id)
         await interaction.response.edit_message(view=story_view(tale), allowed_mentions=NO_MENTIONS)
+        await interaction.followup.send(f"Saved: tale #{tale.id} is in this server's gallery now.", ephemeral=True,
+                                        allowed_mentions=NO_MENTIONS)
 
 
 class VoteButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:vote:(?P<id>[0-9]+)"):
