@@ -15,6 +15,9 @@ started at different times (TensorFlow's text-generation tutorial carries states
 """
 from __future__ import annotations
 
+import time
+
+import numba
 import numpy as np
 
 from model import kernels
@@ -159,6 +162,41 @@ class NumpyEngine:
         return ids, np.asarray(logits), np.asarray(state)
 
 
+class ThreadChooser:
+    """How many numba threads a run of steps gets, chosen by measurement. Parallel loops wait for
+    the busiest core, so while another process holds one, fewer threads are faster. Each batch
+    width keeps a moving cost per row of every choice, uses the cheapest, and now and then tries
+    another, so it follows the machine's load as it comes and goes."""
+
+    PROBE_EVERY = 50  # calls between tries of a choice not in use (a slower try costs one call)
+
+    def __init__(self, most: int):
+        self.options = tuple(sorted({1, most}, reverse=True))
+        self.cost: dict[tuple[int, int], float] = {}  # (width class, threads) -> seconds per row
+        self.calls = 0
+
+    @staticmethod
+    def width(rows: int) -> int:
+        return min(rows, 64).bit_length()  # 1, 2-3, 4-7, ... 64
+
+    def pick(self, rows: int) -> int:
+        width = self.width(rows)
+        costs = [(self.cost.get((width, n)), n) for n in self.options]
+        untried = [n for cost, n in costs if cost is None]
+        if untried:
+            return untried[0]
+        self.calls += 1
+        best = min(costs)[1]
+        if self.calls % self.PROBE_EVERY == 0 and len(self.options) > 1:
+            return next(n for n in self.options if n != best)
+        return best
+
+    def record(self, rows: int, threads: int, seconds: float) -> None:
+        key, cost = (self.width(rows), threads), seconds / rows
+        old = self.cost.get(key)
+        self.cost[key] = cost if old is None else 0.5 * old + 0.5 * cost
+
+
 class FusedEngine(NumpyEngine):
     """The CPU engine the generator uses: NumpyEngine's folded weights, run by numba-compiled
     kernels (model.kernels): a whole run of steps, sampling included, per call. Priming runs
@@ -179,6 +217,7 @@ class FusedEngine(NumpyEngine):
         self._weights = (np.ascontiguousarray(self.input_table, np.float32),
                          np.concatenate(weights).astype(np.float32), np.concatenate(biases).astype(np.float32),
                          np.array(layout, np.int64))
+        self.threads = ThreadChooser(numba.config.NUMBA_NUM_THREADS)
         # Compile (or load from numba's cache) now, not on the first story.
         logits, state = self.prime([[0]])
         self.generate(logits, state, np.zeros((1, 1)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
@@ -196,7 +235,12 @@ class FusedEngine(NumpyEngine):
         state = np.array(state, np.float32, order="C")
         settings = [np.ascontiguousarray(a, dtype) for a, dtype in
                     ((uniforms, np.float64), (temperature, np.float64), (top_k, np.int64), (top_p, np.float64))]
+        rows = len(logits)
+        threads = self.threads.pick(rows)
+        numba.set_num_threads(threads)
+        started = time.perf_counter()
         ids = kernels.generate(logits, state, *settings, *self._weights)
+        self.threads.record(rows, threads, time.perf_counter() - started)
         return ids, logits, state
 
 

@@ -413,3 +413,34 @@ async def test_a_slow_reader_still_gets_a_finished_story(tiny_bundle):
         assert events[-1].story is not None and len(events) > 3
     finally:
         await gen.close()
+
+
+def test_thread_choice_follows_the_measured_cost():
+    from model.engine import ThreadChooser
+
+    chooser = ThreadChooser(2)
+    costs = {2: 1.0, 1: 3.0}  # an idle machine: two threads are faster
+    picks = []
+    for _ in range(300):
+        n = chooser.pick(64)
+        chooser.record(64, n, costs[n] * 64)
+        picks.append(n)
+    assert picks[:2] == [2, 1] and picks[-100:].count(2) >= 97  # both tried, then the faster, with probes
+    costs = {2: 9.0, 1: 3.0}  # another process took a core: the next probes see it
+    for _ in range(300):
+        n = chooser.pick(64)
+        chooser.record(64, n, costs[n] * 64)
+        picks.append(n)
+    assert picks[-100:].count(1) >= 97
+    assert chooser.pick(1) == 2  # each batch width is measured on its own
+
+
+def test_stories_do_not_depend_on_the_thread_count(fused, bundle):
+    import numba
+
+    stories = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        fused.threads.options = (threads,)
+        stories.append([run_alone(fused, bundle.vocab, StoryRequest(PROMPT, 200, 0.8, seed=s)) for s in range(3)])
+    fused.threads.options = tuple(sorted({1, numba.config.NUMBA_NUM_THREADS}, reverse=True))
+    assert stories[0] == stories[1]
