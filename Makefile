@@ -1,31 +1,43 @@
 # `make run`: the bot on the shipped model (a console on stdin when DISCORD_TOKEN is not set).
-# `make test`: create .venv if missing, install the project with dev deps, run the tests.
+# `make test`: create .venv if missing, install the project with what the tests need, run them.
+# Versions are pinned by constraints.txt (`make constraints` rewrites it from a test install).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install --quiet --constraint constraints.txt
+RUNTIME := $(VENV)/.installed-runtime
+FULL := $(VENV)/.installed-full
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-install: $(STAMP)
+# The runtime: no TensorFlow.
+$(RUNTIME): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e .
+	touch $@
 
-run: $(STAMP)
+# Training, evaluation, benchmarks and tests: adds Keras and TensorFlow.
+$(FULL): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[train,dev]'
+	touch $@ $(RUNTIME)
+
+install: $(FULL)
+
+run: $(RUNTIME)
 	$(BIN)/quill run
 
-test: $(STAMP)
+test: $(FULL)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(FULL)
 	$(BIN)/quill bench train --json
 	$(BIN)/quill bench generate --json
+
+constraints: $(FULL)
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info

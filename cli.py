@@ -140,6 +140,11 @@ def add_story(sub) -> None:
     p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
 
 
+def notice(text: str) -> None:
+    """Something a person waiting should know (a first start compiles the engine)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def cmd_story(args) -> int:
     import asyncio
 
@@ -148,7 +153,7 @@ def cmd_story(args) -> int:
 
     async def tell() -> None:
         model = Path(args.model or default_model())
-        generator = StoryGenerator(GeneratorConfig(model=model, max_length=max(args.length, 2000)))
+        generator = StoryGenerator(GeneratorConfig(model=model, max_length=max(args.length, 2000)), notice)
         request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p)
         request = request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
         await generator.start()
@@ -177,10 +182,10 @@ def cmd_run(args) -> int:
 
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bot = QuillBot(settings)
+    bot = QuillBot(settings, on_notice=notice)
     if settings.discord_token is None:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))  # keep the console clean
-        logging.getLogger("discord").setLevel(logging.ERROR)  # no voice-support notices in a console
+        logging.getLogger("discord").setLevel(logging.ERROR)  # a console has no gateway to report on
         asyncio.run(run_console(bot))
         return 0
 

@@ -23,6 +23,11 @@ class QuillTree(app_commands.CommandTree):
         await answer_error(interaction, error)
 
 
+class _NoVoiceNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 def command_tree_hash(tree: app_commands.CommandTree, guild: discord.abc.Snowflake | None) -> str:
     """What Discord would be sent by a sync, hashed: equal hashes need no sync."""
     payload = sorted((c.to_dict(tree) for c in tree.get_commands(guild=guild)), key=lambda c: c["name"])
@@ -32,12 +37,14 @@ def command_tree_hash(tree: app_commands.CommandTree, guild: discord.abc.Snowfla
 class QuillBot(commands.AutoShardedBot):
     """One server or thousands with the same code: discord.py shards as Discord asks from 2,500 servers."""
 
-    def __init__(self, settings: Settings, force_sync: bool = False):
+    def __init__(self, settings: Settings, force_sync: bool = False, on_notice=None):
+        # Quill sends text only: discord.py's notices about missing voice libraries are noise.
+        logging.getLogger("discord.client").addFilter(_NoVoiceNotice())
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no message content
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=QuillTree,
                          allowed_mentions=NO_MENTIONS, help_command=None)
-        self.settings, self.force_sync = settings, force_sync
+        self.settings, self.force_sync, self.on_notice = settings, force_sync, on_notice
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
 
@@ -46,7 +53,7 @@ class QuillBot(commands.AutoShardedBot):
         self.db = await Database.open(self.settings.database)
         self.guild_settings = GuildSettingsStore(self.db)
         self.gallery = GalleryStore(self.db)
-        self.generator = StoryGenerator(self.settings.generator_config())
+        self.generator = StoryGenerator(self.settings.generator_config(), self.on_notice)
         await self.generator.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)

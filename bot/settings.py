@@ -26,6 +26,7 @@ class Settings:
     max_batch: int = 64
     story_timeout: float = 120.0
     log_level: str = "INFO"
+    engine: str = "auto"
 
     @classmethod
     def from_env(cls, env=None, dotenv: bool = True) -> "Settings":
@@ -45,6 +46,12 @@ class Settings:
                 raise SettingsError(f"{name} must be positive (got {raw!r})")
             return value
 
+        def choice(name: str, allowed: tuple[str, ...], default: str) -> str:
+            raw = env.get(name, "").strip().lower() or default
+            if raw not in allowed:
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)} (got {raw!r})")
+            return raw
+
         d = cls()
         return cls(
             discord_token=env.get("DISCORD_TOKEN", "").strip() or None,
@@ -55,8 +62,9 @@ class Settings:
             max_batch=number("QUILL_MAX_BATCH", int, d.max_batch),
             story_timeout=number("QUILL_STORY_TIMEOUT", float, d.story_timeout),
             log_level=env.get("QUILL_LOG_LEVEL", "").strip().upper() or d.log_level,
+            engine=choice("QUILL_ENGINE", ("auto", "cpu", "device"), d.engine),
         )
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(model=self.model, max_batch=self.max_batch, queue_size=self.queue_size,
-                               timeout=self.story_timeout)
+                               timeout=self.story_timeout, engine=self.engine)

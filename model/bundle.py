@@ -95,7 +95,23 @@ def read_metadata(directory) -> Bundle:
     return Bundle(directory, vocab, card)
 
 
+def load_network(directory):
+    """Metadata and the network's weights, read without Keras: what the generator needs."""
+    from model.weights import UnsupportedModel, read_network
+
+    bundle = read_metadata(directory)
+    try:
+        network = read_network(bundle.path / MODEL_FILE)
+    except UnsupportedModel as e:
+        raise BundleError(str(e)) from None
+    if network.vocab_size != len(bundle.vocab) or network.dense_bias.shape[0] != len(bundle.vocab):
+        raise BundleError(f"{bundle.path} is inconsistent: vocab.json has {len(bundle.vocab)} characters but the "
+                          f"model takes {network.vocab_size} and outputs {network.dense_bias.shape[0]}")
+    return bundle, network
+
+
 def load_bundle(directory) -> Bundle:
+    """Metadata and the Keras model (training, evaluation, tests)."""
     import keras
 
     bundle = read_metadata(directory)

@@ -57,8 +57,9 @@ class _Pending:
 
 
 class StoryGenerator:
-    def __init__(self, config: GeneratorConfig):
+    def __init__(self, config: GeneratorConfig, on_notice=None):
         self.config = config
+        self.on_notice = on_notice or log.info  # what a person waiting for the start should know
         self.bundle = read_metadata(config.model)  # vocabulary for validation; no Keras here
         self.vocab = self.bundle.vocab
         self.info: dict = {}
@@ -158,7 +159,9 @@ class StoryGenerator:
         if generation != self._generation:
             return
         kind = message[0]
-        if kind == "failed":  # it could not load the model: retrying will not help
+        if kind == "notice":
+            self.on_notice(message[1])
+        elif kind == "failed":  # it could not load the model: retrying will not help
             self._start_error = message[1]
         elif kind == "ready":
             self.info, self._failures, self.down_reason = message[1], 0, None

@@ -15,13 +15,16 @@ started at different times (TensorFlow's text-generation tutorial carries states
 """
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
 
 from model import kernels
 from model.sampler import sample_rows
+from model.weights import Network
 
 
 def _sigmoid(x):
@@ -74,29 +77,17 @@ class _LSTM:
 
 
 class NumpyEngine:
-    """Logits and next states for a batch of rows, from a Keras model built by model.network.
+    """Logits and next states for a batch of rows, from a network's weights (model.weights).
     The state is one array, a row per request; per layer it holds
     [cell state | that layer's recurrent projection for the next step]."""
 
     name = "numpy"
     math = _NumpyMath
 
-    def __init__(self, model):
-        import keras
-
-        self.layers = []
-        embedding = dense = None
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.Embedding):
-                embedding = np.asarray(layer.embeddings, dtype=np.float32)
-            elif isinstance(layer, (keras.layers.GRU, keras.layers.LSTM)):
-                weights = [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-                cls = _GRU if isinstance(layer, keras.layers.GRU) else _LSTM
-                self.layers.append(cls(*weights))
-            elif isinstance(layer, keras.layers.Dense):
-                dense = [np.asarray(w, dtype=np.float32) for w in layer.get_weights()]
-        if embedding is None or dense is None or not self.layers:
-            raise ValueError("the model is not an Embedding -> GRU/LSTM -> Dense network")
+    def __init__(self, network: Network):
+        cells = {"gru": _GRU, "lstm": _LSTM}
+        self.layers = [cells[layer.kind](layer.kernel, layer.recurrent, layer.bias) for layer in network.layers]
+        embedding, dense = network.embedding, (network.dense_kernel, network.dense_bias)
         first = self.layers[0]
         self.input_table = embedding @ first.kernel + first.input_bias  # (vocab, gates)
         self.dense_kernel, self.dense_bias = dense
@@ -204,8 +195,8 @@ class FusedEngine(NumpyEngine):
 
     name = "fused"
 
-    def __init__(self, model):
-        super().__init__(model)
+    def __init__(self, network: Network):
+        super().__init__(network)
         layout, weights, biases, weights_at, bias_at = [], [], [], 0, 0
         for layer, at, fused, bias in zip(self.layers, self.state_at, self.fused, self.fused_bias):
             kind = kernels.GRU if isinstance(layer, _GRU) else kernels.LSTM
@@ -254,10 +245,10 @@ class DeviceEngine(NumpyEngine):
 
     name = "device"
 
-    def __init__(self, model, rows: int = 64, steps: int = 16):
+    def __init__(self, network: Network, rows: int = 64, steps: int = 16):
         import keras
 
-        super().__init__(model)
+        super().__init__(network)
         self.rows = rows
         self.ops = ops = keras.ops
         self.input_table = ops.convert_to_tensor(self.input_table)
@@ -337,18 +328,20 @@ def _compile(backend: str, fn):
 
 
 def has_accelerator() -> bool:
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-        return any(d.platform != "cpu" for d in jax.devices())
-    if backend == "tensorflow":
-        import tensorflow as tf
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
+    """Whether an NVIDIA GPU is there, asked of the driver, not of a framework: importing one
+    only to learn that there is no GPU would cost the CPU box the memory this design saves."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
 
 
-def make_engine(model, max_batch: int, steps_per_call: int):
-    """The fastest engine this machine has: the compiled device loop on a GPU, numba on a CPU."""
-    return DeviceEngine(model, max_batch, steps_per_call) if has_accelerator() else FusedEngine(model)
+def engine_kind(choice: str = "auto") -> str:
+    """The fastest engine this machine has: "device" (the compiled loop, through Keras from the
+    `gpu` extra) on a GPU, else "cpu" (numba). `choice` is QUILL_ENGINE: auto, cpu or device."""
+    if choice == "device" or choice == "auto" and has_accelerator() and importlib.util.find_spec("keras"):
+        return "device"
+    return "cpu"
+
+
+def make_engine(network: Network, max_batch: int, steps_per_call: int, choice: str = "auto"):
+    if engine_kind(choice) == "device":
+        return DeviceEngine(network, max_batch, steps_per_call)
+    return FusedEngine(network)

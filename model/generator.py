@@ -31,6 +31,7 @@ class GeneratorConfig:
     flush_chars: int = 64  # stream a chunk when this much text is ready...
     flush_seconds: float = 0.1  # ...or this long after the last one
     steps_per_call: int = 16  # characters per row between looks at the inbox (joins, cancels)
+    engine: str = "auto"  # auto: the device engine on a GPU, else the CPU one; or "cpu", "device"
 
 
 class GeneratorError(Exception):
@@ -228,14 +229,17 @@ class Scheduler:
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
     """The generator process: ("start", rid, request) / ("cancel", rid) / ("stop",) in;
-    ("ready", info) / ("failed", reason) / ("events", [event, ...]) out, where an event is
+    ("notice", text) / ("ready", info) / ("failed", reason) / ("events", [event, ...]) out, where an event is
     ("chunk", rid, text), ("done", rid, text) or ("error", rid, message)."""
-    from model.bundle import load_bundle
-    from model.engine import make_engine
+    from model import kernels
+    from model.bundle import load_network
+    from model.engine import engine_kind, make_engine
 
     try:
-        bundle = load_bundle(config.model)
-        engine = make_engine(bundle.model, config.max_batch, config.steps_per_call)
+        bundle, network = load_network(config.model)
+        if engine_kind(config.engine) == "cpu" and not kernels.compiled_already():
+            outbox.send(("notice", "compiling the story engine, once (about 15 s)..."))
+        engine = make_engine(network, config.max_batch, config.steps_per_call, config.engine)
     except Exception as e:  # tell the client why, instead of only dying
         outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
         return

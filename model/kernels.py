@@ -242,3 +242,13 @@ def generate(logits, state, uniforms, temperature, top_k, top_p, table, weights,
                 ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b])
         step(ids[t], logits, state, table, weights, biases, layout)
     return ids.T.copy()
+
+
+def compiled_already() -> bool:
+    """Whether numba's cache holds the story engine for this source, so starting takes a second
+    rather than the ~15 s of compiling. (numba's cache index, read as numba reads it; when that
+    cannot be read, say yes: the notice it drives is only a courtesy.)"""
+    try:
+        return all(bool(f._cache._cache_file._load_index()) for f in (generate, prime))
+    except Exception:
+        return True

@@ -307,7 +307,7 @@ def test_console_mode_end_to_end(tiny_bundle, tmp_path):
     out = done.stdout
     assert done.returncode == 0, done.stderr
     assert "── Harry looked ──" in out and "tale #1" in out  # /tale 1 shows it with its title
-    tale = out.split("commands.\n", 1)[1].split("\n(temperature", 1)[0]
+    tale = out.split("commands.\n", 1)[1].split("\n(temperature", 1)[0].removeprefix("── Harry looked ──\n")
     assert tale.startswith("Harry looked") and out.count(tale) == 3  # streamed once (not again), the vote, /tale 1
     assert "[In the gallery] (off)" in out and "👍 1" in out
     assert "Saved: tale #1 is in this server's gallery now." in out

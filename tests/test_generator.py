@@ -13,6 +13,7 @@ from model.engine import FusedEngine, NumpyEngine
 from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailable, InvalidRequest, Scheduler,
                              StoryRequest, StoryTimeout)
 from model.sampler import StoryEnd, sample_rows
+from model.weights import network_of, read_network
 
 PROMPT = "Harry looked at the old castle. "
 
@@ -23,13 +24,19 @@ def bundle(tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def engine(bundle):
-    return NumpyEngine(bundle.model)
+def network(tiny_bundle):
+    """The weights as the generator reads them: from model.keras, without Keras."""
+    return read_network(tiny_bundle / "model.keras")
 
 
 @pytest.fixture(scope="module")
-def fused(bundle):
-    return FusedEngine(bundle.model)
+def engine(network):
+    return NumpyEngine(network)
+
+
+@pytest.fixture(scope="module")
+def fused(network):
+    return FusedEngine(network)
 
 
 def run_alone(engine, vocab, request, steps_per_call=16):
@@ -60,14 +67,19 @@ def test_numpy_engine_agrees_with_model_keras(bundle, engine):
 
 
 @pytest.mark.parametrize("cell, units", [("lstm", (16, 12)), ("gru", (13, 10, 7)), ("lstm", (9, 6, 5))])
-def test_engines_agree_with_keras_for_other_shapes(cell, units):
-    """LSTM cells, three layers, sizes that are not multiples of the kernel's 4x4 blocks."""
+def test_engines_agree_with_keras_for_other_shapes(cell, units, tmp_path):
+    """LSTM cells, three layers, sizes that are not multiples of the kernel's 4x4 blocks; the
+    weights read back from the saved file without Keras."""
     from model.network import build_model
 
-    model = build_model(21, 8, units, cell=cell)
+    model = build_model(21, 8, units, cell=cell, dropout=0.1)
+    model.save(tmp_path / "model.keras")
+    network = read_network(tmp_path / "model.keras")
+    for ours, theirs in zip(network.layers, network_of(model).layers):
+        np.testing.assert_array_equal(ours.recurrent, theirs.recurrent)
     ids = np.arange(21, dtype=np.int32)
     expected = np.asarray(model(ids[None, :]))[0]
-    engine, fused = NumpyEngine(model), FusedEngine(model)
+    engine, fused = NumpyEngine(network), FusedEngine(network)
     logits, state = engine.prime([ids])
     np.testing.assert_allclose(logits[0], expected[-1], atol=1e-4)
     np.testing.assert_allclose(fused.prime([ids])[0], logits, atol=1e-4)
@@ -313,12 +325,12 @@ async def test_killed_generator_fails_clearly_then_recovers(generator, caplog):
     assert len(story.text) >= 270
 
 
-def test_device_engine_agrees_with_model_keras(bundle, engine):
+def test_device_engine_agrees_with_model_keras(bundle, network, engine):
     """The compiled backend loop (what runs on a GPU) matches model.keras and samples like the
     reference; here it runs on the CPU."""
     from model.engine import DeviceEngine
 
-    device = DeviceEngine(bundle.model, rows=4)
+    device = DeviceEngine(network, rows=4)
     ids = bundle.vocab.encode(PROMPT)
     expected = np.asarray(bundle.model(ids[None, :]))[0, -1]
     prompts = [ids, ids[:5], ids[:12]]
@@ -347,7 +359,7 @@ async def test_a_model_that_cannot_load_fails_fast_with_the_reason(tiny_bundle, 
     (broken / "model.keras").write_bytes(b"not a zip")
     generator = StoryGenerator(GeneratorConfig(model=broken))
     started = time.monotonic()
-    with pytest.raises(GeneratorUnavailable, match="could not start: .*model.keras cannot be loaded"):
+    with pytest.raises(GeneratorUnavailable, match="could not start: .*model.keras is not a readable .keras file"):
         await generator.start()
     assert time.monotonic() - started < 30  # no waiting out the start timeout
     with pytest.raises(GeneratorUnavailable, match="could not start"):
@@ -444,3 +456,73 @@ def test_stories_do_not_depend_on_the_thread_count(fused, bundle):
         stories.append([run_alone(fused, bundle.vocab, StoryRequest(PROMPT, 200, 0.8, seed=s)) for s in range(3)])
     fused.threads.options = tuple(sorted({1, numba.config.NUMBA_NUM_THREADS}, reverse=True))
     assert stories[0] == stories[1]
+
+
+# -- issue 10: stories without TensorFlow ------------------------------------------------------
+def test_the_generator_process_never_imports_tensorflow_or_keras(tiny_bundle):
+    """What `serve` runs before its first story: the bundle's weights read and the engine built."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from model.bundle import load_network\n"
+            "from model.engine import make_engine\n"
+            "from model.generator import Scheduler, StoryRequest\n"
+            f"bundle, network = load_network({str(tiny_bundle)!r})\n"
+            "scheduler = Scheduler(make_engine(network, 4, 16), bundle.vocab)\n"
+            "scheduler.add([(1, StoryRequest('Harry', 100, seed=1))])\n"
+            "while scheduler.rows: scheduler.advance()\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'jax'))\n"
+            "print(loaded)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_models_the_engines_cannot_run_are_refused_clearly(tmp_path):
+    import keras
+
+    from model.weights import UnsupportedModel
+
+    ids = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(10, 4)(ids)
+    x = keras.layers.GRU(8, return_sequences=True, reset_after=False)(x)
+    keras.Model(ids, keras.layers.Dense(10)(x)).save(tmp_path / "old_gru.keras")
+    with pytest.raises(UnsupportedModel, match="reset_after"):
+        read_network(tmp_path / "old_gru.keras")
+    x = keras.layers.Embedding(10, 4)(ids)
+    x = keras.layers.SimpleRNN(8, return_sequences=True)(x)
+    keras.Model(ids, keras.layers.Dense(10)(x)).save(tmp_path / "rnn.keras")
+    with pytest.raises(UnsupportedModel, match="SimpleRNN"):
+        read_network(tmp_path / "rnn.keras")
+    x = keras.layers.Embedding(10, 4)(ids)
+    x = keras.layers.GRU(8, return_sequences=True)(x)
+    keras.Model(ids, keras.layers.Dense(10, activation="softmax")(x)).save(tmp_path / "softmax.keras")
+    with pytest.raises(UnsupportedModel, match="activation"):
+        read_network(tmp_path / "softmax.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(UnsupportedModel, match="not a readable .keras file"):
+        read_network(tmp_path / "junk.keras")
+
+
+def test_weights_read_without_keras_tell_the_same_stories(bundle, network):
+    """Byte for byte: the engine on h5py-read weights and on the Keras model's own arrays."""
+    from_keras = FusedEngine(network_of(bundle.model))
+    for seed in range(4):
+        request = StoryRequest(PROMPT, 300, 0.9, seed)
+        assert run_alone(FusedEngine(network), bundle.vocab, request) == run_alone(from_keras, bundle.vocab, request)
+
+
+def test_quill_story_is_quiet(tiny_bundle):
+    """Nothing on stderr in normal use: no TensorFlow, absl or discord.py lines (only the
+    one-time notice, if this machine has not compiled the engine yet)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cli", "story", "Harry", "--length", "120", "--seed", "1",
+                           "--model", str(tiny_bundle)], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0
+    assert done.stdout.startswith("Harry")
+    assert done.stderr in ("", "compiling the story engine, once (about 15 s)...\n"), done.stderr

@@ -72,6 +72,15 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
     assert [round(h["learning_rate"], 6) for h in state["history"]] == [0.01, 0.005]  # the schedule, per epoch
     card = json.loads((out / "card.json").read_text())
     assert card["epochs_run"] == 2 and card["name"] == "hogwarts"  # the resumed run keeps its name
+    # Only what resume needs is kept: the bundle holds the best weights.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.keras", "state.json"]
+    # A resumed epoch that does not beat the best leaves the bundle's weights as they were.
+    best = load_bundle(out).model.get_weights()
+    train([tiny_corpus], out, resume=True, overrides={"epochs": 3, "learning_rate": 5.0}, log=lambda *a: None)
+    after = json.loads((out / "card.json").read_text())
+    assert after["best_epoch"] == 2 and after["history"][2]["val_loss"] > after["val_loss_nats"]
+    for ours, theirs in zip(load_bundle(out).model.get_weights(), best):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 def test_max_steps_stops_mid_epoch_and_still_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):

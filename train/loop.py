@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.bundle import load_bundle, save_bundle, write_json_atomic
+from model.bundle import MODEL_FILE, load_bundle, save_bundle, write_json_atomic
 from model.network import build_model
 from model.safety import WordFilter, read_list, shipped_filter
 from model.vocab import Normalisation, Vocabulary
@@ -293,8 +293,10 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     if state["best"] is None:  # stopped before the first validation: measure what we have
         val = float(model.evaluate(val_x, val_y, batch_size=config.batch_size, verbose=0))
         state["best"] = {"epoch": 0, "loss": None, "val_loss": val, "val_bpc": val / LN2}
-    else:
+    elif best_weights.is_file():
         model.load_weights(best_weights)  # restore the best epoch
+    else:  # resumed, and no epoch beat the bundle already written: that bundle is the best
+        model.set_weights(keras.saving.load_model(out / MODEL_FILE, compile=False).get_weights())
     write_json_atomic(state_path, state)
     best = state["best"]
     card = {
@@ -330,6 +332,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                                 **evaluate_texts(model, vocab, [f.text for f in held], config.seq_length,
                                                  config.batch_size)}
     save_bundle(out, model, vocab, card)
+    best_weights.unlink(missing_ok=True)  # the bundle holds them now; resume needs only last.keras
     log(f"bundle written to {out}: best epoch {card['best_epoch']}, validation "
         f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char, "
         f"{card['val_bits_per_word']:.2f} bits/word ({card['stopped']})"
