@@ -172,7 +172,7 @@ class StoryGenerator:
                 self._on_event(*event)
             self._dispatch()
 
-    def _on_event(self, kind: str, rid: int, text: str) -> None:
+    def _on_event(self, kind: str, rid: int, text: str, filtered: int = 0) -> None:
         pending = self._running.get(rid)
         if pending is None:
             return  # cancelled meanwhile
@@ -185,7 +185,7 @@ class StoryGenerator:
         if kind == "done":
             tail = text[len(pending.streamed):] if text.startswith(pending.streamed) else ""
             story = Story(read(text), pending.request, time.monotonic() - pending.started,
-                          self.info.get("model", self.bundle.name), self.info.get("card_hash", ""))
+                          self.info.get("model", self.bundle.name), self.info.get("card_hash", ""), filtered)
             pending.events.put_nowait(StoryEvent(text=read(tail), story=story))
         else:
             pending.events.put_nowait(InvalidRequest(text))

@@ -11,10 +11,12 @@ import math
 import random
 import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from model.safety import WordFilter, clean_word, shipped_words
 from model.sampler import StoryEnd
 from model.vocab import UnknownCharacters, Vocabulary
 
@@ -64,6 +66,7 @@ class StoryRequest:
     seed: int | None = None  # None: a random one, reported with the story
     top_k: int = 0
     top_p: float = 1.0
+    blocked_words: tuple[str, ...] = ()  # the server's own, on top of the shipped list
 
     def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
         """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest naming
@@ -83,6 +86,12 @@ class StoryRequest:
             raise InvalidRequest(f"top_p must be above 0 and at most 1 (got {top_p:g})")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
             raise InvalidRequest(f"seed must be a whole number from 0 to {MAX_SEED} (got {self.seed!r:.40})")
+        if not isinstance(self.blocked_words, tuple) or not all(isinstance(w, str) for w in self.blocked_words):
+            raise InvalidRequest("blocked_words must be a tuple of words")
+        try:
+            blocked = tuple(sorted({clean_word(w) for w in self.blocked_words}))
+        except ValueError as e:
+            raise InvalidRequest(f"blocked_words: {e}") from None
         if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
             raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
         try:
@@ -91,10 +100,12 @@ class StoryRequest:
             raise InvalidRequest(str(e)) from None
         if not start.strip():  # invisible characters normalise away
             raise InvalidRequest("the start text is empty")
+        if word_filter(blocked).spans(start):  # named in general terms: the refusal is not an echo
+            raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
             raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
-        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed)
+        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked)
 
 
 MAX_SEED = 2**63 - 1
@@ -125,10 +136,20 @@ class Story:
     seconds: float
     model: str
     card_hash: str
+    filtered: int = 0  # times the filter stopped a blocked word and the model chose again
 
     @property
     def seed(self) -> int:
         return self.request.seed
+
+
+@lru_cache(maxsize=1024)
+def word_filter(server_words: tuple[str, ...]) -> WordFilter:
+    """The shipped list and a server's words (cached: a server's stories share one)."""
+    return WordFilter(shipped_words() | frozenset(server_words))
+
+
+MAX_FILTERED = 64  # a row the model keeps steering to blocked words ends where it stands
 
 
 class _Row:
@@ -139,6 +160,33 @@ class _Row:
         self.text = request.start
         self.sent = 0  # characters already streamed
         self.last_flush = time.monotonic() - flush_seconds  # the first word goes out at once
+        self.filter = word_filter(request.blocked_words)
+        self.checked = len(request.start)  # every complete word before here is clean
+        self.banned: dict[int, set[int]] = {}  # position -> ids the filter took away there
+        self.filtered = 0
+
+    def blocked_at(self) -> int | None:
+        """Where a blocked word that the new text completes begins (a word is complete once a
+        character follows it); None when all is clean."""
+        text = self.text
+        begin = self.checked
+        while begin > len(self.request.start) and text[begin - 1].isalnum():
+            begin -= 1  # back to the start of a word that was still being written
+        for a, b in self.filter.spans(text[begin:]):
+            if begin + b < len(text):
+                return begin + a
+        self.checked = len(text)
+        return None
+
+    def rewind(self, position: int, banned_id: int) -> None:
+        """Back to `position`, where `banned_id` may not be chosen again; the random stream too,
+        so the same seed tells the same story whatever the run length or company."""
+        self.banned.setdefault(position, set()).add(banned_id)
+        self.filtered += 1
+        self.text = self.text[:position]
+        self.checked = position
+        self.rng = np.random.default_rng(self.request.seed)
+        self.rng.bit_generator.advance(position - len(self.request.start))  # one draw per character
 
 
 class Scheduler:
@@ -180,11 +228,8 @@ class Scheduler:
         if rows:
             logits, state = self.engine.prime(prompts)
             logits = np.array(logits)  # writable: a device engine's may not be
-            # A start that ends in a letter is a whole word: the tale goes on with a space or
-            # punctuation, never glued letters ("Snape" -> "Snaped"). Masking the first draw keeps
-            # the story deterministic per seed.
-            ends_in_letter = np.array([row.request.start[-1].isalpha() for row in rows])
-            logits[np.ix_(ends_in_letter, self.letters)] = -np.inf
+            for j, row in enumerate(rows):
+                self._mask(row, logits[j])
             self.rows += rows
             self.logits = np.concatenate([self.logits, logits])
             self.state = np.concatenate([self.state, state])
@@ -192,11 +237,37 @@ class Scheduler:
                                                              row.request.top_p] for row in rows]])
         return errors
 
+    def _mask(self, row: _Row, logits: np.ndarray) -> None:
+        """What the next draw of `row` may not be. A start that ends in a letter is a whole word:
+        the tale goes on with a space or punctuation, never glued letters ("Snape" -> "Snaped").
+        Where the filter rewound the row, the ids it took away. Masking the draw keeps the story
+        deterministic per seed."""
+        position = len(row.text)
+        if position == len(row.request.start) and row.request.start[-1].isalpha():
+            logits[self.letters] = -np.inf
+        for i in row.banned.get(position, ()):
+            logits[i] = -np.inf
+
+    def _filter(self, i: int, row: _Row) -> bool:
+        """Rewind row i if its new text completed a blocked word; True if it did."""
+        at = row.blocked_at()
+        if at is None:
+            return False
+        row.rewind(at, self.vocab.index[row.text[at]])
+        if row.filtered > MAX_FILTERED:
+            return False  # the caller ends the story here
+        logits, state = self.engine.prime([self.vocab.encode(row.text)])
+        logits = np.array(logits)
+        self._mask(row, logits[0])
+        self.logits[i], self.state[i] = logits[0], state[0]
+        return True
+
     def cancel(self, rid: int) -> None:
         self._keep(np.array([row.rid != rid for row in self.rows], bool))
 
     def advance(self) -> list[tuple]:
-        """Write the next characters of every row; returns ("chunk", rid, text) and ("done", rid, story)."""
+        """Write the next characters of every row; returns ("chunk", rid, text) and
+        ("done", rid, story, times the filter stepped in)."""
         if not self.rows:
             return []
         uniforms = np.stack([row.rng.random(self.steps_per_call) for row in self.rows])
@@ -207,9 +278,11 @@ class Scheduler:
         for i, row in enumerate(self.rows):
             checked = len(row.text)
             row.text += "".join(self.chars[ids[i]])
-            stop = row.end.stop(row.text, checked)
+            if self._filter(i, row):
+                continue  # rewound: it writes from there on the next run
+            stop = len(row.text) if row.filtered > MAX_FILTERED else row.end.stop(row.text, checked)
             if stop is not None:
-                out.append(("done", row.rid, row.end.finish(row.text[:stop])))
+                out.append(("done", row.rid, row.end.finish(row.text[:stop]), row.filtered))
                 keep[i] = False
             elif now - row.last_flush >= self.flush_seconds or len(row.text) - row.sent >= self.flush_chars:
                 # Stream whole words only: the hard length limit may still cut a partial one.
@@ -230,7 +303,7 @@ class Scheduler:
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
     """The generator process: ("start", rid, request) / ("cancel", rid) / ("stop",) in;
     ("notice", text) / ("ready", info) / ("failed", reason) / ("events", [event, ...]) out, where an event is
-    ("chunk", rid, text), ("done", rid, text) or ("error", rid, message)."""
+    ("chunk", rid, text), ("done", rid, text, filtered) or ("error", rid, message)."""
     from model import kernels
     from model.bundle import load_network
     from model.engine import engine_kind, make_engine

@@ -1,7 +1,7 @@
 """The word filter: the one module that owns the blocked-word lists and how words are matched.
 
 A word is blocked when, read case-insensitively with look-alike symbols mapped to letters
-(0->o, 1->i, 3->e, 4->a, 5->s, 7->t, @->a, $->s), it spells a listed word with any letter
+(0->o, 1->i, 3->e, 4->a, 5->s, 7->t, @->a, $->s, ! and | -> i), it spells a listed word with any letter
 repeated ("niiigger"), optionally followed by a plural ending (s; es after o); letters split by
 separators ("n.i.g.g.e.r", "n i g g e r") are read as one word. Matching is by whole word, so
 "Scunthorpe", "assassin" and "cocktail" pass even when a short word inside them is listed.
@@ -14,12 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 
 SHIPPED_LIST = Path(__file__).with_name("blocklist.txt")
-LOOKALIKES = str.maketrans("013457@$", "oieastas")
+LOOKALIKES = str.maketrans("013457@$!|", "oieastasii")
 MAX_WORD = 40  # longer blocked words are refused when added
-# A token: letters, possibly with look-alike symbols among them; apostrophes end a word.
-_TOKEN = re.compile(r"[a-z0-9@$]*[a-z][a-z0-9@$]*|[0-9@$]+")
+# A token: letters with look-alike symbols among them ("!" and "|" only between others, so
+# "Nigger!" ends at the "r"); apostrophes and other punctuation end a word.
+_TOKEN = re.compile(r"[a-z0-9@$]+(?:[!|][a-z0-9@$]+)*")
 # Single characters joined by one separator each: "n.i.g.g.e.r", "n i g g e r", "n-i-g".
-_SPELLED = re.compile(r"(?<![a-z0-9@$])(?:[a-z0-9@$][ .\-_*]){2,}[a-z0-9@$](?![a-z0-9@$])")
+_SPELLED = re.compile(r"(?<![a-z0-9@$])[a-z0-9@$]([ .\-_*])(?:[a-z0-9@$]\1)+[a-z0-9@$](?![a-z0-9@$])")
 
 
 def runs(word: str) -> tuple[tuple[str, int], ...]:
@@ -67,16 +68,32 @@ class WordFilter:
     def of(cls, *word_lists) -> "WordFilter":
         return cls(frozenset(w for words in word_lists for w in words))
 
-    def find(self, text: str) -> list[str]:
-        """The blocked words in `text`, as written there (empty when the text is clean)."""
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where blocked words are in `text`: (start, end) pairs in order."""
         if not self.words:
             return []
         lowered = text.lower()
-        found = [m.group() for m in _TOKEN.finditer(lowered) if self._blocked(m.group())]
-        for m in _SPELLED.finditer(lowered):
-            if self._blocked(re.sub(r"[ .\-_*]", "", m.group())):
-                found.append(m.group())
-        return found
+        found = [m.span() for m in _TOKEN.finditer(lowered)
+                 if re.search("[a-z]", m.group()) and self._blocked(m.group())]
+        found += [m.span() for m in _SPELLED.finditer(lowered) if self._spelled(re.sub(r"[ .\-_*]", "", m.group()))]
+        return sorted(found)
+
+    def find(self, text: str) -> list[str]:
+        """The blocked words in `text`, as written there (empty when the text is clean)."""
+        return [text[a:b] for a, b in self.spans(text)]
+
+    def mask(self, text: str) -> str:
+        """`text` with each blocked word's letters hidden: the last line of defence for display."""
+        for a, b in reversed(self.spans(text)):
+            text = text[:a] + "\u25a0" * (b - a) + text[b:]
+        return text
+
+    def __or__(self, other: "WordFilter") -> "WordFilter":
+        return WordFilter(self.words | other.words)
+
+    def _spelled(self, letters: str) -> bool:
+        """Letters spelled out one by one hold no word boundaries: look for a blocked word anywhere."""
+        return any(self._blocked(letters[i:j]) for i in range(len(letters)) for j in range(i + 1, len(letters) + 1))
 
     def _blocked(self, token: str) -> bool:
         token = token.translate(LOOKALIKES)

@@ -54,3 +54,24 @@ def tiny_bundle(tiny_corpus, tiny_config, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     train([tiny_corpus], out, tiny_config, name="tiny", log=lambda *a: None)
     return out
+
+
+BLOCKED = "grumbleweed"  # a made-up word the safety tests block
+
+
+@pytest.fixture(scope="session")
+def weedy_bundle(tmp_path_factory, tiny_config):
+    """A tiny model trained on text full of BLOCKED, so it keeps wanting to write it."""
+    from dataclasses import replace
+
+    from train.loop import train
+
+    folder = tmp_path_factory.mktemp("weedy")
+    rng = random.Random(5)
+    sentences = [f"Harry saw the {BLOCKED}.", f"The {BLOCKED} grew.", f"Ron ran to the {BLOCKED}!",
+                 f"A {BLOCKED} is green.", "Snape looked at the castle.", "The owl flew over the hall."]
+    paragraphs = [" ".join(rng.choice(sentences) for _ in range(8)) for _ in range(400)]
+    (folder / "weeds.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    out = tmp_path_factory.mktemp("bundles") / "weedy"
+    train([folder], out, replace(tiny_config, epochs=4), name="weedy", log=lambda *a: None)
+    return out

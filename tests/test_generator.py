@@ -43,7 +43,7 @@ def run_alone(engine, vocab, request, steps_per_call=16):
     scheduler = Scheduler(engine, vocab, steps_per_call=steps_per_call)
     scheduler.add([(1, request)])
     while True:
-        for kind, rid, text in scheduler.advance():
+        for kind, rid, text, *_ in scheduler.advance():
             if kind == "done":
                 return text
 
@@ -194,7 +194,7 @@ def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
     scheduler.add([(1, request)])
     texts = {}
     while 1 not in texts:
-        for kind, rid, text in scheduler.advance():
+        for kind, rid, text, *_ in scheduler.advance():
             if kind == "done":
                 texts[rid] = text
     assert texts[1] == alone
