@@ -9,13 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db import Database, GalleryStore, GuildSettingsStore
+from bot.db import Database, GalleryStore, GuildSettingsStore, WordListStore
 from bot.errors import NO_MENTIONS, answer_error
 from bot.settings import Settings
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
-EXTENSIONS = ("bot.cogs.story", "bot.cogs.settings", "bot.cogs.gallery")
+EXTENSIONS = ("bot.cogs.story", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter")
 
 
 class QuillTree(app_commands.CommandTree):
@@ -53,6 +53,7 @@ class QuillBot(commands.AutoShardedBot):
         self.db = await Database.open(self.settings.database)
         self.guild_settings = GuildSettingsStore(self.db)
         self.gallery = GalleryStore(self.db)
+        self.word_lists = WordListStore(self.db)
         self.generator = StoryGenerator(self.settings.generator_config(), self.on_notice)
         await self.generator.start()
         for extension in EXTENSIONS:

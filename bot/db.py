@@ -50,10 +50,27 @@ MIGRATIONS = [
         value TEXT NOT NULL
     );
     """,
+    """
+    ALTER TABLE guild_settings ADD COLUMN
+        report_threshold INTEGER NOT NULL DEFAULT 1 CHECK (report_threshold BETWEEN 1 AND 100);
+    ALTER TABLE tales ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE blocked_words (
+        guild_id INTEGER NOT NULL,
+        word TEXT NOT NULL,
+        PRIMARY KEY (guild_id, word)
+    );
+    CREATE TABLE reports (
+        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL,
+        PRIMARY KEY (tale_id, user_id)
+    );
+    """,
 ]
 
-DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN = 0.5, 800, 20
+DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN, DEFAULT_REPORT_THRESHOLD = 0.5, 800, 20, 1
 LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
+REPORT_THRESHOLD_RANGE = (1, 100)
+MAX_SERVER_WORDS = 500
 
 
 class DatabaseError(ValueError):
@@ -143,18 +160,18 @@ class GuildSettings:
     story_length: int = DEFAULT_LENGTH
     cooldown_seconds: int = DEFAULT_COOLDOWN
     channel_id: int | None = None
+    report_threshold: int = DEFAULT_REPORT_THRESHOLD
 
 
 class GuildSettingsStore:
-    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id")
+    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id", "report_threshold")
 
     def __init__(self, db: Database):
         self.db = db
 
     async def get(self, guild_id: int) -> GuildSettings:
         async with self.db.conn.execute(
-                "SELECT temperature, story_length, cooldown_seconds, channel_id FROM guild_settings "
-                "WHERE guild_id = ?", (guild_id,)) as cur:
+                f"SELECT {', '.join(self.COLUMNS)} FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
             row = await cur.fetchone()
         return GuildSettings(guild_id, *row) if row else GuildSettings(guild_id)
 
@@ -186,9 +203,11 @@ class Tale:
     created_at: str
     votes: int
     in_gallery: bool
+    hidden: bool = False  # reported by enough members; only moderators see it
 
     def __post_init__(self):
-        object.__setattr__(self, "in_gallery", bool(self.in_gallery))  # SQLite stores it as 0/1
+        for flag in ("in_gallery", "hidden"):  # SQLite stores them as 0/1
+            object.__setattr__(self, flag, bool(getattr(self, flag)))
 
 
 class TaleNotFound(LookupError):
@@ -251,10 +270,36 @@ class GalleryStore:
             if cur.rowcount == 0:
                 raise TaleNotFound(tale_id)
 
+    async def report(self, guild_id: int, tale_id: int, user_id: int, threshold: int) -> tuple[Tale, bool]:
+        """One report per member: the tale is hidden once `threshold` members reported it.
+        Returns the tale and whether this report is new."""
+        async with self.db.transaction() as conn:
+            async with conn.execute("SELECT 1 FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id)) as c:
+                if await c.fetchone() is None:
+                    raise TaleNotFound(tale_id)
+            cur = await conn.execute("INSERT OR IGNORE INTO reports (tale_id, user_id) VALUES (?, ?)",
+                                     (tale_id, user_id))
+            await conn.execute("UPDATE tales SET hidden = 1 WHERE id = ? AND "
+                               "(SELECT COUNT(*) FROM reports WHERE tale_id = ?) >= ?", (tale_id, tale_id, threshold))
+        return await self.get(guild_id, tale_id), cur.rowcount == 1
+
+    async def restore(self, guild_id: int, tale_id: int) -> Tale:
+        """A moderator's verdict: the tale is fine; its reports are cleared."""
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("UPDATE tales SET hidden = 0 WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
+            if cur.rowcount == 0:
+                raise TaleNotFound(tale_id)
+            await conn.execute("DELETE FROM reports WHERE tale_id = ?", (tale_id,))
+        return await self.get(guild_id, tale_id)
+
     async def page(self, guild_id: int, page: int, sort: str = "top",
                    author_id: int | None = None) -> tuple[list[Tale], int]:
-        """One page of the server's gallery and the number of pages."""
-        where, args = "guild_id = ? AND in_gallery = 1", [guild_id]
+        """One page of the server's gallery and the number of pages; sort "reported" lists the
+        hidden tales instead (for moderators)."""
+        if sort == "reported":
+            where, args, sort = "guild_id = ? AND hidden = 1", [guild_id], "new"
+        else:
+            where, args = "guild_id = ? AND in_gallery = 1 AND hidden = 0", [guild_id]
         if author_id is not None:
             where += " AND author_id = ?"
             args.append(author_id)
@@ -266,3 +311,30 @@ class GalleryStore:
                 [*args, self.PAGE_SIZE, page * self.PAGE_SIZE]) as cur:
             rows = await cur.fetchall()
         return [Tale(**{k: r[k] for k in r.keys()}) for r in rows], pages
+
+
+class WordListStore:
+    """Each server's own blocked words, on top of the shipped list (model/safety.py)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def words(self, guild_id: int) -> tuple[str, ...]:
+        async with self.db.conn.execute("SELECT word FROM blocked_words WHERE guild_id = ? ORDER BY word",
+                                        (guild_id,)) as cur:
+            return tuple(row[0] for row in await cur.fetchall())
+
+    async def add(self, guild_id: int, word: str) -> bool:
+        """Whether the word is new; ValueError when the server's list is full."""
+        async with self.db.transaction() as conn:
+            async with conn.execute("SELECT COUNT(*) FROM blocked_words WHERE guild_id = ?", (guild_id,)) as cur:
+                if (await cur.fetchone())[0] >= MAX_SERVER_WORDS:
+                    raise ValueError(f"this server's list is full ({MAX_SERVER_WORDS} words)")
+            cur = await conn.execute("INSERT OR IGNORE INTO blocked_words (guild_id, word) VALUES (?, ?)",
+                                     (guild_id, word))
+            return cur.rowcount == 1
+
+    async def remove(self, guild_id: int, word: str) -> bool:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("DELETE FROM blocked_words WHERE guild_id = ? AND word = ?", (guild_id, word))
+            return cur.rowcount == 1

@@ -94,14 +94,14 @@ class StoryRequest:
             raise InvalidRequest(f"blocked_words: {e}") from None
         if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
             raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
+        if word_filter(blocked).spans(vocab.fold(self.start)):  # in general terms: the refusal is no echo
+            raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         try:
             start = vocab.prepare(self.start)
         except UnknownCharacters as e:
             raise InvalidRequest(str(e)) from None
         if not start.strip():  # invisible characters normalise away
             raise InvalidRequest("the start text is empty")
-        if word_filter(blocked).spans(start):  # named in general terms: the refusal is not an echo
-            raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
             raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)

@@ -100,3 +100,157 @@ def test_a_start_with_a_blocked_word_is_refused(weedy, weedy_bundle):
     with pytest.raises(InvalidRequest, match="blocked_words"):
         StoryRequest("Harry", blocked_words=("two words",)).validated(vocab, config)
     assert StoryRequest(f"Harry saw the {BLOCKED}").validated(vocab, config)  # another server's word is fine
+
+
+# -- the bot -----------------------------------------------------------------------------------
+import pytest_asyncio  # noqa: E402
+
+from tests.helpers import all_sends, button, ephemeral_text, final_embed, make_interaction, tale_id  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+guilds = iter(range(5000, 6000))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def bot(weedy_bundle, tmp_path_factory):
+    from bot.app import QuillBot
+    from bot.settings import Settings
+
+    bot = QuillBot(Settings(database=tmp_path_factory.mktemp("db") / "quill.db", model=weedy_bundle,
+                            queue_size=64, max_batch=16, story_timeout=60))
+    async with bot:
+        await bot.prepare()
+        bot.get_cog("StoryCog").edit_interval = 0.0  # every chunk becomes an edit
+        yield bot
+
+
+async def run(bot, name, interaction=None, **kwargs):
+    from bot.console import invoke_command
+
+    interaction = interaction or make_interaction(bot, guild_id=next(guilds))
+    group, _, sub = name.partition(" ")
+    command = bot.tree.get_command(group)
+    interaction.command = command.get_command(sub) if sub else command
+    await invoke_command(bot, interaction.command, interaction, **kwargs)
+    return interaction
+
+
+async def press(view, label, interaction):
+    from bot.console import press_button
+
+    await press_button(view, button(view, label), interaction)
+
+
+def moderator(bot, guild_id, user_id=1):
+    return make_interaction(bot, guild_id=guild_id, user_id=user_id, manage_guild=True, manage_messages=True)
+
+
+async def test_filter_commands_need_manage_server_and_answer_privately(bot):
+    guild = next(guilds)
+    member = await run(bot, "filter add", make_interaction(bot, guild_id=guild), word="dragon")
+    assert "Manage Server" in ephemeral_text(member)
+    i = await run(bot, "filter add", moderator(bot, guild), word="  Dragon ")
+    assert ephemeral_text(i) == "Blocked on this server: ||dragon||."
+    i = await run(bot, "filter add", moderator(bot, guild), word="two words")
+    assert "one word" in ephemeral_text(i)
+    i = await run(bot, "filter list", moderator(bot, guild))
+    assert "||dragon||" in ephemeral_text(i)
+    i = await run(bot, "filter remove", moderator(bot, guild), word="dragon")
+    assert ephemeral_text(i) == "Allowed again: ||dragon||."
+    assert await bot.word_lists.words(guild) == ()
+    for call in all_sends(i):
+        assert call.kwargs.get("ephemeral") is True
+
+
+async def test_a_blocked_start_is_refused_and_nothing_is_written(bot):
+    guild = next(guilds)
+    await run(bot, "filter add", moderator(bot, guild), word=BLOCKED)
+    i = await run(bot, "story", make_interaction(bot, guild_id=guild), start=f"Harry saw the {BLOCKED.upper()}")
+    assert "not allowed here" in ephemeral_text(i)
+    i.response.defer.assert_not_called()
+    assert (await bot.gallery.page(guild, 0, "new"))[0] == []
+    i = await run(bot, "story", make_interaction(bot, guild_id=guild), start="the n1gger")  # the shipped list
+    assert "not allowed here" in ephemeral_text(i)
+
+
+async def test_no_blocked_word_on_any_path_and_servers_keep_their_own_words(bot):
+    guild, other = next(guilds), next(guilds)
+    await run(bot, "filter add", moderator(bot, guild), word=BLOCKED)
+    for g in (guild, other):
+        await bot.guild_settings.update(g, temperature=1.5, cooldown_seconds=0)
+    words = WordFilter.of([BLOCKED])
+    shown, filtered_somewhere = [], 0
+    for seed in range(40):
+        i = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=100 + seed),
+                      start="Harry saw the", length=200, seed=seed)
+        view = i.edit_original_response.call_args.kwargs["view"]
+        await press(view, "Save", make_interaction(bot, guild_id=guild, user_id=100 + seed))
+        again = make_interaction(bot, guild_id=guild, user_id=100 + seed)
+        await press(view, "Again", again)
+        for interaction in (i, again):
+            shown += [c.kwargs.get("content") or "" for c in all_sends(interaction)]
+            shown.append(final_embed(interaction).description)
+    gallery = await run(bot, "gallery", make_interaction(bot, guild_id=guild), sort="new")
+    shown += [f.value for f in gallery.response.send_message.call_args.kwargs["embed"].fields]
+    tales, _ = await bot.gallery.page(guild, 0, "new")
+    shown += [t.text for t in tales]
+    assert len(shown) > 200 and not any(words.find(text) for text in shown)
+    # The model did want the word: the other server, which allows it, gets it.
+    i = await run(bot, "story", make_interaction(bot, guild_id=other), start="Harry saw the", length=400, seed=1)
+    assert BLOCKED in final_embed(i).description
+
+
+async def test_reports_hide_a_tale_until_a_moderator_restores_or_removes_it(bot):
+    guild, other = next(guilds), next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, report_threshold=2)
+    i = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry saw the", length=150, seed=3)
+    view = i.edit_original_response.call_args.kwargs["view"]
+    tid = tale_id(view)
+    await press(view, "Save", make_interaction(bot, guild_id=guild))
+    assert [t.id for t in (await bot.gallery.page(guild, 0))[0]] == [tid]
+
+    first = make_interaction(bot, guild_id=guild, user_id=41)
+    await press(view, "\U0001f6a9", first)
+    await press(view, "\U0001f6a9", first)  # one report per member
+    assert ephemeral_text(first) == "Thank you: the moderators will look at it."
+    assert first.followup.send.call_args.args[0] == "You have reported this tale already."
+    assert not (await bot.gallery.get(guild, tid)).hidden  # 1 of 2 reports
+    stranger = make_interaction(bot, guild_id=other, user_id=42)  # another server cannot reach it
+    await press(view, "\U0001f6a9", stranger)
+    assert f"no tale #{tid}" in ephemeral_text(stranger)
+
+    second = make_interaction(bot, guild_id=guild, user_id=43)
+    await press(view, "\U0001f6a9", second)
+    assert (await bot.gallery.get(guild, tid)).hidden
+    assert "hidden" in second.response.edit_message.call_args.kwargs["content"]  # the message stops showing it
+    assert (await bot.gallery.page(guild, 0))[0] == []  # gone from /gallery
+    shown = await run(bot, "tale show", make_interaction(bot, guild_id=guild, user_id=44), id=tid)
+    assert "hidden until a moderator" in ephemeral_text(shown)
+    voter = make_interaction(bot, guild_id=guild, user_id=45)
+    await press(view, "👍", voter)
+    assert "hidden" in ephemeral_text(voter)
+
+    member = await run(bot, "gallery", make_interaction(bot, guild_id=guild, user_id=44), sort="reported")
+    assert "Manage Messages" in ephemeral_text(member)
+    listed = await run(bot, "gallery", moderator(bot, guild), sort="reported")
+    fields = listed.response.send_message.call_args.kwargs["embed"].fields
+    assert [f.name.split(" ")[0] for f in fields] == [f"#{tid}"]
+    assert (await run(bot, "tale show", moderator(bot, guild), id=tid)).response.send_message.called
+
+    refused = await run(bot, "tale restore", make_interaction(bot, guild_id=guild, user_id=44), id=tid)
+    assert "Manage Messages" in ephemeral_text(refused)
+    await run(bot, "tale restore", moderator(bot, guild), id=tid)
+    assert [t.id for t in (await bot.gallery.page(guild, 0))[0]] == [tid]
+    await press(view, "\U0001f6a9", first)  # reports were cleared: it counts again, alone
+    assert not (await bot.gallery.get(guild, tid)).hidden
+    await run(bot, "tale remove", moderator(bot, guild), id=tid)
+    assert (await bot.gallery.page(guild, 0, "reported"))[0] == []
+
+
+async def test_the_report_button_survives_a_restart(bot):
+    from bot.cogs.story import TALE_BUTTONS, ReportButton
+
+    assert ReportButton in TALE_BUTTONS
+    assert set(TALE_BUTTONS) <= set(bot._connection._view_store._dynamic_items.values())
+    match = ReportButton.__discord_ui_compiled_template__.fullmatch("quill:report:7")
+    assert (await ReportButton.from_custom_id(None, None, match)).tale_id == 7

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.story import story_view, tale_embed
+from bot.cogs.story import HIDDEN_NOTICE, story_view, tale_embed
 from bot.errors import NO_MENTIONS, MemberError
 from bot.views import Paginator
 
@@ -21,20 +21,25 @@ class GalleryCog(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="gallery", description="The best tales of this server")
-    @app_commands.describe(sort="top: most 👍 first; new: latest first", author="Only this member's tales")
+    @app_commands.describe(sort="top: most 👍 first; new: latest first; reported: hidden tales (moderators)",
+                           author="Only this member's tales")
     @app_commands.guild_only()
-    async def gallery(self, interaction: discord.Interaction, sort: Literal["top", "new"] = "top",
+    async def gallery(self, interaction: discord.Interaction, sort: Literal["top", "new", "reported"] = "top",
                       author: discord.User | None = None):
         guild_id = interaction.guild_id
         store = self.bot.gallery
+        if sort == "reported" and not interaction.permissions.manage_messages:
+            raise app_commands.MissingPermissions(["manage_messages"])
+        heading = {"top": "top tales", "new": "newest tales",
+                   "reported": "reported tales, hidden (/tale restore or /tale remove)"}[sort]
 
         async def page(number: int) -> tuple[discord.Embed, int]:
             tales, pages = await store.page(guild_id, number, sort, author.id if author else None)
-            title = f"Gallery: {'top' if sort == 'top' else 'newest'} tales" + (
-                f" by {author.display_name}" if author else "")
+            title = f"Gallery: {heading}" + (f" by {author.display_name}" if author else "")
             embed = discord.Embed(title=title, colour=0x7F0909)
             if not tales:
-                embed.description = "No tales saved yet. Write one with /story and press **Save to gallery**."
+                embed.description = ("No reported tales." if sort == "reported" else
+                                     "No tales saved yet. Write one with /story and press **Save to gallery**.")
             for t in tales:
                 snippet = t.text if len(t.text) <= SNIPPET else t.text[:SNIPPET].rsplit(" ", 1)[0] + " …"
                 embed.add_field(name=f"#{t.id} · {t.start[:80]} · 👍 {t.votes}",
@@ -48,8 +53,19 @@ class GalleryCog(commands.Cog):
     @app_commands.describe(id="The tale's number (#id in its footer)")
     async def show(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
         found = await self.bot.gallery.get(interaction.guild_id, id)
+        if found.hidden and not interaction.permissions.manage_messages:
+            raise MemberError(HIDDEN_NOTICE.format(id=id))
         await interaction.response.send_message(embed=tale_embed(found), view=story_view(found),
                                                 allowed_mentions=NO_MENTIONS)
+
+    @tale.command(name="restore", description="Show a reported tale again (members with Manage Messages)")
+    @app_commands.describe(id="The tale's number (see /gallery sort:reported)")
+    async def restore(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
+        if not interaction.permissions.manage_messages:
+            raise app_commands.MissingPermissions(["manage_messages"])
+        await self.bot.gallery.restore(interaction.guild_id, id)
+        await interaction.response.send_message(f"Tale #{id} is shown again; its reports are cleared.",
+                                                ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     @tale.command(name="remove", description="Remove a tale (its author, or members with Manage Messages)")
     @app_commands.describe(id="The tale's number (#id in its footer)")

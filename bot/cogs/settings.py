@@ -12,7 +12,8 @@ from bot.errors import NO_MENTIONS
 def describe(s: GuildSettings) -> str:
     channel = f"<#{s.channel_id}>" if s.channel_id else "any channel"
     return (f"Temperature: **{s.temperature:g}** · story length: **{s.story_length}** characters · "
-            f"cooldown: **{s.cooldown_seconds} s** per member · stories in: {channel}")
+            f"cooldown: **{s.cooldown_seconds} s** per member · stories in: {channel} · "
+            f"a tale is hidden after **{s.report_threshold}** report(s)")
 
 
 class SettingsCog(commands.Cog):
@@ -40,15 +41,19 @@ class SettingsCog(commands.Cog):
     @app_commands.describe(length="Default story length in characters (100-1900)",
                            cooldown="Seconds a member waits between stories (0-3600)",
                            channel="The only channel the bot writes stories in",
-                           any_channel="Allow stories in every channel again")
+                           any_channel="Allow stories in every channel again",
+                           report_threshold="Reports from this many members hide a tale (1-100)")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     async def settings(self, interaction: discord.Interaction,
                        length: app_commands.Range[int, 100, 1900] | None = None,
                        cooldown: app_commands.Range[int, 0, 3600] | None = None,
-                       channel: discord.TextChannel | None = None, any_channel: bool = False):
+                       channel: discord.TextChannel | None = None, any_channel: bool = False,
+                       report_threshold: app_commands.Range[int, 1, 100] | None = None):
         changes = {}
+        if report_threshold is not None:
+            changes["report_threshold"] = int(report_threshold)
         if length is not None:
             changes["story_length"] = int(length)
         if cooldown is not None:

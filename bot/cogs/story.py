@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.db import Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
-from model.generator import InvalidRequest, StoryRequest
+from model.generator import InvalidRequest, StoryRequest, word_filter
 
 log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
@@ -61,6 +61,7 @@ class _TaleButton:
     never times out (discord.py rebuilds it from the id: a DynamicItem)."""
 
     kind = ""
+    needs_visible = True  # a tale hidden after reports takes no votes, saves or retellings
 
     def __init__(self, tale_id: int, label: str, style=discord.ButtonStyle.secondary, disabled: bool = False):
         super().__init__(discord.ui.Button(label=label, style=style, disabled=disabled,
@@ -74,6 +75,8 @@ class _TaleButton:
     async def callback(self, interaction: discord.Interaction) -> None:
         try:
             tale = await interaction.client.gallery.get(interaction.guild_id, self.tale_id)
+            if tale.hidden and self.needs_visible:
+                raise MemberError(HIDDEN_NOTICE.format(id=tale.id))
             await self.press(interaction, tale)
         except Exception as error:  # a rebuilt item has no view of ours to route errors
             await answer_error(interaction, error)
@@ -117,12 +120,36 @@ class AgainButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templa
         await interaction.client.get_cog("StoryCog").tell(interaction, tale.start)
 
 
-TALE_BUTTONS = (SaveButton, VoteButton, AgainButton)
+class ReportButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
+                   template=r"quill:report:(?P<id>[0-9]+)"):
+    kind = "report"
+    needs_visible = False  # a hidden tale can still be reported (and says so)
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "\U0001f6a9 Report", discord.ButtonStyle.danger)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        bot = interaction.client
+        settings = await bot.guild_settings.get(tale.guild_id)
+        tale, new = await bot.gallery.report(tale.guild_id, tale.id, interaction.user.id, settings.report_threshold)
+        if tale.hidden:  # the message in the channel stops showing it too
+            await interaction.response.edit_message(content=HIDDEN_NOTICE.format(id=tale.id), embed=None, view=None,
+                                                    allowed_mentions=NO_MENTIONS)
+        else:
+            await interaction.response.defer()
+        await interaction.followup.send("Thank you: the moderators will look at it." if new
+                                        else "You have reported this tale already.", ephemeral=True,
+                                        allowed_mentions=NO_MENTIONS)
+
+
+HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a moderator looks at it."
+TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ReportButton)
 
 
 def story_view(tale: Tale) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for item in (SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id)):
+    for item in (SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
+                 ReportButton(tale.id)):
         view.add_item(item)
     return view
 
@@ -157,17 +184,20 @@ class StoryCog(commands.Cog):
             raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
         if not (START_LIMITS[0] <= len(start.strip()) and len(start) <= START_LIMITS[1]):
             raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
-        request = StoryRequest(start, length or settings.story_length, settings.temperature, seed)
+        words = await bot.word_lists.words(guild_id)
+        request = StoryRequest(start, length or settings.story_length, settings.temperature, seed,
+                               blocked_words=words)
         request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
         self.cooldowns.take(guild_id, user.id, settings.cooldown_seconds)
         try:
             await interaction.response.defer(thinking=True)
             story = await self._stream(interaction, request)
-            # Stored first, then shown: no display error can cost a finished tale.
+            # Stored first, then shown: no display error can cost a finished tale. The generator
+            # never writes a blocked word; masking here is the last line of defence.
             tale = await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash)
+                author_name=user.display_name, start=start, text=word_filter(words).mask(story.text),
+                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash)
         except BaseException:
             self.cooldowns.give_back(guild_id, user.id)
             raise
@@ -188,12 +218,13 @@ class StoryCog(commands.Cog):
         ready at most once per edit interval, so slow edits never hold the tale back."""
         progress = {"text": "", "position": 0}
         changed = asyncio.Event()
+        words = word_filter(request.blocked_words)
 
         async def edit_now_and_then() -> None:
             while True:
                 await changed.wait()
                 changed.clear()
-                content = streaming_content(progress["text"], progress["position"])
+                content = streaming_content(words.mask(progress["text"]), progress["position"])
                 try:
                     await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
                 except discord.HTTPException as error:  # a lost edit is only a missed frame
