@@ -258,12 +258,23 @@ def add_bench(sub) -> None:
     g.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     g.add_argument("--length", type=int, default=1000, help="story length in characters")
     g.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
+    f = bench.add_parser("filter", help="the word filter: matches in a corpus, stories it stepped into, its cost")
+    f.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    f.add_argument("--corpus", nargs="*", default=[], metavar="PATH", help="books to scan for matches")
+    f.add_argument("--stories", type=int, default=64, help="stories of 1,000 characters, told at once")
+    f.add_argument("--temperature", type=float, default=1.0)
+    f.add_argument("--starts", nargs="+", default=None, metavar="TEXT", help="story starts (default: Potter names)")
+    f.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
 def cmd_bench(args) -> int:
     if args.bench == "train":
         from train.bench import bench_train
         result = bench_train(args)
+    elif args.bench == "filter":
+        from model.bench import POTTER_STARTS, bench_filter
+        result = bench_filter(Path(args.model or default_model()), args.corpus, args.stories, args.temperature,
+                              tuple(args.starts or POTTER_STARTS))
     else:
         from model.bench import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)

@@ -153,3 +153,60 @@ def bench_generate(model_dir: Path, length: int = 1000) -> dict:
     else:
         result["seed_loop_chars_per_s"] = "needs the TensorFlow backend (tf.random.categorical)"
     return result
+
+
+POTTER_STARTS = ("Harry Potter", "Severus Snape", "Hermione", "Professor Dumbledore", "Ron Weasley", "Draco Malfoy",
+                 "The Sorting Hat", "Hagrid", "The Forbidden Forest", "Neville Longbottom")
+
+
+def bench_filter(model_dir: Path, corpus: list[Path], stories: int, temperature: float,
+                 starts: tuple[str, ...] = POTTER_STARTS) -> dict:
+    """The word filter: what it matches in the books (its false positives are read from this list),
+    how often the model wanted a blocked word, and what the filter costs the engine."""
+    from collections import Counter
+
+    from model.safety import shipped_filter
+    from train.corpus import find_text_files
+
+    result = {"model": str(model_dir)}
+    if corpus:
+        matched, words = Counter(), 0
+        for path in find_text_files(corpus):
+            text = path.read_text(encoding="utf-8")
+            words += len(text.split())
+            matched.update(w.lower() for w in shipped_filter().find(text))
+        result["corpus_words"] = words
+        result["corpus_matches"] = dict(matched.most_common())
+        result["corpus_matches_per_million_words"] = round(sum(matched.values()) / words * 1e6, 1)
+    result.update(asyncio.run(_filter_stories(model_dir, stories, temperature, starts)))
+    return result
+
+
+async def _filter_stories(model_dir: Path, stories: int, temperature: float, starts: tuple[str, ...]) -> dict:
+    out = {"stories": stories, "temperature": temperature}
+    for check in (True, False):  # side by side: the filter's cost
+        generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=stories,
+                                                   timeout=600, check_words=check))
+        await generator.start()
+        try:
+            requests = [StoryRequest(starts[i % len(starts)], 1000, temperature, seed=i)
+                        for i in range(stories)]
+            one = []
+            for request in requests[:5]:
+                t = time.perf_counter()
+                story = await generator.generate(request)
+                one.append((len(story.text) - len(request.start)) / (time.perf_counter() - t))
+            rates, told = [], []
+            for _ in range(REPEATS):
+                t = time.perf_counter()
+                told = await asyncio.gather(*(generator.generate(r) for r in requests))
+                rates.append(sum(len(s.text) for s in told) / (time.perf_counter() - t))
+            key = "filter_on" if check else "filter_off"
+            out[f"{key}_one_request_chars_per_s"] = round(statistics.median(one))
+            out[f"{key}_{stories}_concurrent_chars_per_s"] = round(statistics.median(rates))
+            if check:
+                out["stories_where_the_model_wanted_a_blocked_word"] = sum(s.filtered > 0 for s in told)
+                out["blocked_words_stopped"] = sum(s.filtered for s in told)
+        finally:
+            await generator.close()
+    return out

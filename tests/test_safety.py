@@ -254,3 +254,17 @@ async def test_the_report_button_survives_a_restart(bot):
     assert set(TALE_BUTTONS) <= set(bot._connection._view_store._dynamic_items.values())
     match = ReportButton.__discord_ui_compiled_template__.fullmatch("quill:report:7")
     assert (await ReportButton.from_custom_id(None, None, match)).tale_id == 7
+
+
+def test_bench_filter_reports_matches_interventions_and_cost(weedy_bundle, tmp_path, capsys):
+    import json
+
+    from cli import main
+
+    (tmp_path / "book.txt").write_text("The coons sang. A spicy cocktail in Scunthorpe.\n")
+    assert main(["bench", "filter", "--model", str(weedy_bundle), "--corpus", str(tmp_path), "--stories", "4",
+                 "--starts", "Harry saw the", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["corpus_matches"] == {"coons": 1} and result["corpus_words"] == 8
+    assert result["filter_on_4_concurrent_chars_per_s"] > 0 and result["filter_off_4_concurrent_chars_per_s"] > 0
+    assert "stories_where_the_model_wanted_a_blocked_word" in result
