@@ -1,0 +1,158 @@
+"""The Discord contract: the real discord.py client and QuillBot against a local fake Discord
+(tests/fake_discord.py) that checks every request against Discord's documented limits."""
+import asyncio
+import time
+
+import discord
+import pytest
+import pytest_asyncio
+
+from tests.fake_discord import MANAGE_GUILD, FakeDiscord
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+HOGWARTS, DURMSTRANG = 1, 2
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def discord_app(tiny_bundle, tmp_path_factory):
+    from bot.app import QuillBot
+    from bot.settings import Settings
+
+    fake = FakeDiscord()
+    fake.guilds = {HOGWARTS: "Hogwarts", DURMSTRANG: "Durmstrang"}
+    base = await fake.start() + "/api/v10"
+    patch = pytest.MonkeyPatch()
+    patch.setattr(discord.http.Route, "BASE", base)
+    patch.setattr(discord.webhook.async_.Route, "BASE", base)
+    bot = QuillBot(Settings(discord_token="fake", database=tmp_path_factory.mktemp("db") / "quill.db",
+                            model=tiny_bundle, story_timeout=60))
+    runner = asyncio.create_task(bot.start("fake"))
+    await asyncio.wait_for(bot.wait_until_ready(), 60)
+    for guild in fake.guilds:
+        await bot.guild_settings.update(guild, cooldown_seconds=0)
+    yield fake, bot
+    await bot.close()
+    await asyncio.wait_for(runner, 30)
+    await fake.close()
+    patch.undo()
+
+
+async def answered(fake, token, timeout=30.0) -> dict:
+    """The interaction's final message: a tale's embed, or a private answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = fake.messages.get(token)
+        if message and message["embeds"] and "✍️" not in (message["content"] or ""):
+            return message
+        if fake.followups.get(token):
+            return fake.followups[token][-1]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no answer for {token}")
+
+
+def edits(fake, token) -> list[dict]:
+    return [payload for kind, t, payload in fake.requests if kind == "edit" and t == token]
+
+
+async def test_commands_are_synced_once_with_valid_payloads(discord_app):
+    fake, bot = discord_app
+    names = {c["name"] for c in fake.commands}
+    assert {"story", "temperature", "settings", "gallery", "tale", "filter"} <= names
+    assert fake.violations == []
+
+
+async def test_a_long_story_under_slow_edits_streams_and_finishes(discord_app):
+    fake, bot = discord_app
+    fake.edit_delay = 1.0  # Discord under load
+    try:
+        start = ("Harry looked at the old castle and the dark forest and the great hall " * 3)[:200].strip()
+        t = time.monotonic()
+        token = await fake.interact(HOGWARTS, 11, command="story", options={"start": start, "length": 1900})
+        final = await answered(fake, token, timeout=60)
+        seconds = time.monotonic() - t
+    finally:
+        fake.edit_delay = 0.0
+    assert 5 in [p["type"] for p in fake.callbacks.values()]  # deferred ("thinking") within the deadline
+    embed = final["embeds"][0]
+    assert embed["description"].startswith(start[:50]) and len(embed["description"]) >= 1700
+    assert len(edits(fake, token)) <= 6 and seconds < 8  # not one slow edit per chunk
+    assert fake.violations == []
+
+
+async def test_429_and_500_mid_story_lose_nothing(discord_app):
+    fake, bot = discord_app
+    bot.get_cog("StoryCog").edit_interval = 0.0  # edit as often as chunks come: the limit is hit
+    fake.fail_next.update({"429": 1, "500": 1})
+    try:
+        token = await fake.interact(HOGWARTS, 12, command="story", options={"start": "Harry", "length": 1500})
+        final = await answered(fake, token, timeout=60)
+    finally:
+        bot.get_cog("StoryCog").edit_interval = 1.0
+    assert final["embeds"][0]["description"].startswith("Harry")
+    assert fake.rate_limited >= 1 and fake.fail_next == {"429": 0, "500": 0}
+    tale_id = int(final["embeds"][0]["footer"]["text"].split("tale #")[1].split()[0])
+    assert (await bot.gallery.get(HOGWARTS, tale_id)).text.startswith("Harry")
+    assert fake.violations == []
+
+
+async def test_a_gateway_drop_mid_story_resumes(discord_app):
+    fake, bot = discord_app
+    fake.edit_delay = 0.3
+    try:
+        token = await fake.interact(HOGWARTS, 13, command="story", options={"start": "Ron", "length": 1900})
+        await fake.drop_gateway()
+        await asyncio.wait_for(fake.resumed.wait(), 30)
+        final = await answered(fake, token, timeout=60)
+    finally:
+        fake.edit_delay = 0.0
+    assert final["embeds"][0]["description"].startswith("Ron")
+    token = await fake.interact(HOGWARTS, 13, command="story", options={"start": "Hermione", "length": 200})
+    assert (await answered(fake, token))["embeds"][0]["description"].startswith("Hermione")
+    assert fake.violations == []
+
+
+async def test_buttons_save_vote_and_again(discord_app):
+    fake, bot = discord_app
+    token = await fake.interact(HOGWARTS, 14, command="story", options={"start": "Snape", "length": 300})
+    message = await answered(fake, token)
+    buttons = {b["label"]: b for row in message["components"] for b in row["components"]}
+    assert {"Save to gallery", "👍 0", "Again", "\U0001f6a9 Report"} <= set(buttons)
+    assert all(isinstance(b.get("disabled", False), bool) for b in buttons.values())
+    press = await fake.interact(HOGWARTS, 14, custom_id=buttons["Save to gallery"]["custom_id"], message=message)
+    await answered(fake, press)
+    saved = fake.callbacks[max(fake.callbacks)]
+    assert saved["type"] == 7
+    save = next(b for row in saved["data"]["components"] for b in row["components"] if b["label"] == "In the gallery")
+    assert save["disabled"] is True
+    vote = await fake.interact(HOGWARTS, 15, custom_id=buttons["👍 0"]["custom_id"], message=message)
+    await asyncio.sleep(0.3)
+    assert fake.callbacks[max(fake.callbacks)]["data"]["embeds"][0]["footer"]["text"].endswith("👍 1")
+    again = await fake.interact(HOGWARTS, 15, custom_id=buttons["Again"]["custom_id"], message=message)
+    assert (await answered(fake, again))["embeds"][0]["description"].startswith("Snape")
+    assert vote and fake.violations == []
+
+
+async def test_temperature_needs_manage_server(discord_app):
+    fake, bot = discord_app
+    token = await fake.interact(DURMSTRANG, 16, command="temperature", options={"value": 0.9})
+    await asyncio.sleep(0.3)
+    refused = [p for i, p in fake.callbacks.items() if p["type"] == 4][-1]["data"]
+    assert "Manage Server" in refused["content"] and refused["flags"] & 64  # private
+    await fake.interact(DURMSTRANG, 16, command="temperature", options={"value": 0.9}, permissions=MANAGE_GUILD)
+    await asyncio.sleep(0.3)
+    assert (await bot.guild_settings.get(DURMSTRANG)).temperature == 0.9
+    assert (await bot.guild_settings.get(HOGWARTS)).temperature == 0.5
+    assert token and fake.violations == []
+
+
+async def test_the_gallery_of_one_server_is_not_anothers(discord_app):
+    fake, bot = discord_app
+    token = await fake.interact(DURMSTRANG, 17, command="gallery", options={})
+    await asyncio.sleep(0.3)
+    shown = [p for p in fake.callbacks.values() if p["type"] == 4][-1]["data"]["embeds"][0]
+    assert "No tales saved yet" in shown["description"]  # Hogwarts saved one; Durmstrang sees none
+    await fake.interact(HOGWARTS, 17, command="gallery", options={})
+    await asyncio.sleep(0.3)
+    shown = [p for p in fake.callbacks.values() if p["type"] == 4][-1]["data"]["embeds"][0]
+    assert shown["fields"] and shown["fields"][0]["name"].startswith("#")
+    assert token and fake.violations == []
