@@ -484,3 +484,41 @@ def test_ctrl_c_in_the_console_exits_cleanly(tiny_bundle, tmp_path):
         process.kill()
     assert process.returncode == 130
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+async def test_a_migration_with_a_trigger_runs_whole(tmp_path, monkeypatch):
+    from bot import db
+
+    trigger = """
+    CREATE TABLE audit (tale_id INTEGER);
+    CREATE TRIGGER tale_added AFTER INSERT ON tales BEGIN
+        INSERT INTO audit (tale_id) VALUES (new.id);
+    END;
+    """
+    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, trigger])
+    database = await db.Database.open(tmp_path / "t.db")
+    try:
+        store = db.GalleryStore(database)
+        await store.add(guild_id=1, channel_id=1, author_id=1, author_name="a", start="s", text="t",
+                        temperature=0.5, seed=1, model="m", card_hash="h")
+        async with database.conn.execute("SELECT COUNT(*) FROM audit") as cur:
+            assert (await cur.fetchone())[0] == 1
+        async with database.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+            assert (await cur.fetchone())[0] == len(db.MIGRATIONS)
+    finally:
+        await database.close()
+
+
+async def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatch):
+    from bot import db
+
+    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, "CREATE TABLE half (x INTEGER); CREATE TABLE half (y);"])
+    with pytest.raises(db.DatabaseError):
+        await db.Database.open(tmp_path / "t.db")
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:-1])
+    database = await db.Database.open(tmp_path / "t.db")
+    try:
+        async with database.conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'") as cur:
+            assert await cur.fetchone() is None  # rolled back with its version
+    finally:
+        await database.close()
