@@ -255,9 +255,11 @@ class _Response:
         self.done = True
 
     async def send_message(self, content=None, *, embed=MISSING, view=MISSING, ephemeral=False,
-                           allowed_mentions=None) -> None:
+                           allowed_mentions=None, file=MISSING) -> None:
         self.done = True
         self.console.show(content, embed, view, ephemeral)
+        if file is not MISSING:  # an attachment is printed whole
+            self.console.write(f"── {file.filename} ──\n{file.fp.read().decode('utf-8')}\n")
 
     async def edit_message(self, *, content=MISSING, embed=MISSING, view=MISSING, allowed_mentions=None) -> None:
         self.done = True

@@ -65,11 +65,26 @@ MIGRATIONS = [
         PRIMARY KEY (tale_id, user_id)
     );
     """,
+    """
+    ALTER TABLE guild_settings ADD COLUMN
+        max_chapters INTEGER NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50);
+    CREATE TABLE chapters (
+        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        number INTEGER NOT NULL CHECK (number >= 2),  -- the tale's own text is chapter 1
+        author_id INTEGER NOT NULL,
+        author_name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tale_id, number)
+    );
+    """,
 ]
 
 DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN, DEFAULT_REPORT_THRESHOLD = 0.5, 800, 20, 1
 LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
 REPORT_THRESHOLD_RANGE = (1, 100)
+DEFAULT_MAX_CHAPTERS, MAX_CHAPTERS_RANGE = 10, (1, 50)
 MAX_SERVER_WORDS = 500
 
 
@@ -161,10 +176,11 @@ class GuildSettings:
     cooldown_seconds: int = DEFAULT_COOLDOWN
     channel_id: int | None = None
     report_threshold: int = DEFAULT_REPORT_THRESHOLD
+    max_chapters: int = DEFAULT_MAX_CHAPTERS
 
 
 class GuildSettingsStore:
-    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id", "report_threshold")
+    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id", "report_threshold", "max_chapters")
 
     def __init__(self, db: Database):
         self.db = db
@@ -204,10 +220,31 @@ class Tale:
     votes: int
     in_gallery: bool
     hidden: bool = False  # reported by enough members; only moderators see it
+    chapters: int = 1  # the tale's own text and the chapters written on with Continue
 
     def __post_init__(self):
         for flag in ("in_gallery", "hidden"):  # SQLite stores them as 0/1
             object.__setattr__(self, flag, bool(getattr(self, flag)))
+
+
+@dataclass(frozen=True)
+class Chapter:
+    tale_id: int
+    number: int
+    author_id: int
+    author_name: str
+    text: str
+    seed: int
+    created_at: str
+
+
+class ChapterLimit(ValueError):
+    def __init__(self, limit: int):
+        super().__init__(f"this tale has all the chapters it may have ({limit}; see /settings)")
+
+
+# Every tale query reads its chapter count along.
+TALE_COLUMNS = "*, (SELECT COUNT(*) FROM chapters WHERE chapters.tale_id = tales.id) + 1 AS chapters"
 
 
 class TaleNotFound(LookupError):
@@ -235,7 +272,7 @@ class GalleryStore:
         return await self.get(guild_id, tale_id)
 
     async def get(self, guild_id: int, tale_id: int) -> Tale:
-        async with self.db.conn.execute("SELECT * FROM tales WHERE guild_id = ? AND id = ?",
+        async with self.db.conn.execute(f"SELECT {TALE_COLUMNS} FROM tales WHERE guild_id = ? AND id = ?",
                                         (guild_id, tale_id)) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -269,6 +306,31 @@ class GalleryStore:
             cur = await conn.execute("DELETE FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
             if cur.rowcount == 0:
                 raise TaleNotFound(tale_id)
+
+    async def add_chapter(self, guild_id: int, tale_id: int, *, author_id: int, author_name: str, text: str,
+                          seed: int, limit: int) -> Chapter:
+        """The next chapter, stored as soon as it is written; ChapterLimit past `limit` chapters."""
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        async with self.db.transaction() as conn:
+            async with conn.execute("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1 FROM tales "
+                                    "WHERE guild_id = ? AND id = ?", (tale_id, guild_id, tale_id)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise TaleNotFound(tale_id)
+            if row[0] >= limit:
+                raise ChapterLimit(limit)
+            await conn.execute("INSERT INTO chapters (tale_id, number, author_id, author_name, text, seed, "
+                               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (tale_id, row[0] + 1, author_id, author_name, text, seed, created))
+        return Chapter(tale_id, row[0] + 1, author_id, author_name, text, seed, created)
+
+    async def chapters(self, guild_id: int, tale_id: int) -> list[Chapter]:
+        """Chapters 2 onwards, in order (chapter 1 is the tale's own text)."""
+        async with self.db.conn.execute(
+                "SELECT c.* FROM chapters c JOIN tales t ON t.id = c.tale_id WHERE t.guild_id = ? AND c.tale_id = ? "
+                "ORDER BY c.number", (guild_id, tale_id)) as cur:
+            rows = await cur.fetchall()
+        return [Chapter(**{k: r[k] for k in r.keys()}) for r in rows]
 
     async def report(self, guild_id: int, tale_id: int, user_id: int, threshold: int) -> tuple[Tale, bool]:
         """One report per member: the tale is hidden once `threshold` members reported it.
@@ -307,7 +369,7 @@ class GalleryStore:
             total = (await cur.fetchone())[0]
         pages = max(1, -(-total // self.PAGE_SIZE))
         async with self.db.conn.execute(
-                f"SELECT * FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
+                f"SELECT {TALE_COLUMNS} FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
                 [*args, self.PAGE_SIZE, page * self.PAGE_SIZE]) as cur:
             rows = await cur.fetchall()
         return [Tale(**{k: r[k] for k in r.keys()}) for r in rows], pages

@@ -26,7 +26,7 @@ class GeneratorConfig:
     model: Path
     max_batch: int = 64  # rows written at once
     queue_size: int = 32  # requests that may wait for a row; more -> GeneratorBusy
-    max_length: int = 2000
+    max_length: int = 2500  # a chapter: up to max_prompt of the tale so far, then up to 1,900 new
     max_prompt: int = 500
     max_temperature: float = 5.0
     timeout: float = 120.0  # seconds per request, waiting included

@@ -522,3 +522,101 @@ async def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatc
             assert await cur.fetchone() is None  # rolled back with its version
     finally:
         await database.close()
+
+
+# -- issue 12: tales that go on ----------------------------------------------------------------
+async def continue_tale(bot, view, guild, user_id=10):
+    i = make_interaction(bot, guild_id=guild, user_id=user_id)
+    await press(view, "Continue", i)
+    return i
+
+
+async def test_continue_writes_chapters_up_to_the_cap(bot):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, max_chapters=3, story_length=200)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry looked", length=300, seed=1)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    tid = tale_id(view)
+    second = await continue_tale(bot, view, guild, user_id=22)
+    embed = final_embed(second)
+    assert embed.title == "Harry looked · chapter 2" and "asked by Luna" in embed.footer.text
+    assert "chapter 2 of 2" in embed.footer.text and len(embed.description) > 100
+    third = await continue_tale(bot, second.edit_original_response.call_args.kwargs["view"], guild)
+    assert "chapter 3 of 3" in final_embed(third).footer.text
+    refused = await continue_tale(bot, view, guild)
+    assert "all the chapters it may have (3" in ephemeral_text(refused)
+    chapters = await bot.gallery.chapters(guild, tid)
+    assert [c.number for c in chapters] == [2, 3] and all(c.seed is not None for c in chapters)
+    assert (await bot.gallery.get(guild, tid)).chapters == 3
+
+
+async def test_a_tale_rebuilds_from_its_seeds(bot):
+    """Each chapter is primed with the tale so far and stored with its seed: the same seeds
+    write the same tale again."""
+    from bot.cogs.story import continuation_start
+    from model.generator import StoryRequest
+
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=250)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Ron ran", length=250, seed=7)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    for _ in range(2):
+        view = (await continue_tale(bot, view, guild)).edit_original_response.call_args.kwargs["view"]
+    tale = await bot.gallery.get(guild, tale_id(view))
+    chapters = await bot.gallery.chapters(guild, tale.id)
+    settings = await bot.guild_settings.get(guild)
+    rebuilt = (await bot.generator.generate(StoryRequest("Ron ran", 250, settings.temperature, 7))).text
+    assert rebuilt == tale.text
+    for chapter in chapters:
+        start = bot.generator.vocab.prepare(continuation_start(rebuilt, bot.generator.config.max_prompt))
+        story = await bot.generator.generate(StoryRequest(start, len(start) + 250, settings.temperature,
+                                                          chapter.seed))
+        text = story.text[len(bot.generator.vocab.normalisation.for_reading(start)):]
+        assert text == chapter.text
+        rebuilt += text
+
+
+async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monkeypatch):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=1500)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Snape", length=300, seed=2)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    pid = bot.generator.pid
+    cog = bot.get_cog("StoryCog")
+    real = cog._stream
+
+    async def kill_midway(interaction, request, skip=0):
+        os.kill(pid, signal.SIGKILL)
+        return await real(interaction, request, skip)
+
+    monkeypatch.setattr(cog, "_stream", kill_midway)
+    failed = await continue_tale(bot, view, guild)
+    monkeypatch.setattr(cog, "_stream", real)
+    assert "stopped unexpectedly" in ephemeral_text(failed)
+    tale = await bot.gallery.get(guild, tale_id(view))
+    assert tale.chapters == 1 and tale.text.startswith("Snape")  # the first chapter is kept
+    await bot.generator.wait_ready(60)
+    again = await continue_tale(bot, view, guild)  # and the turn was given back
+    assert "chapter 2" in final_embed(again).title
+
+
+async def test_show_pages_through_chapters_and_export_gives_the_whole_tale(bot):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=150)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Hermione", length=150, seed=3)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    await continue_tale(bot, view, guild, user_id=77)
+    tid = tale_id(view)
+    shown = await run(bot, "tale show", make_interaction(bot, guild_id=guild), id=tid)
+    first = shown.response.send_message.call_args.kwargs
+    assert first["embed"].title == "Hermione" and "2 chapters" in first["embed"].footer.text
+    await press(first["view"], "Next", make_interaction(bot, guild_id=guild))
+    assert shown.response.send_message.call_args is not None
+    gallery = await bot.gallery.page(guild, 0, "new")
+    exported = await run(bot, "tale export", make_interaction(bot, guild_id=guild), id=tid)
+    attachment = exported.response.send_message.call_args.kwargs["file"]
+    text = attachment.fp.read().decode()
+    chapters = await bot.gallery.chapters(guild, tid)
+    assert attachment.filename == f"tale-{tid}.txt" and text.startswith("Hermione\nA tale of Luna")
+    assert "Chapter 1" in text and "Chapter 2 (asked for by Luna)" in text and chapters[0].text.strip() in text
+    assert gallery is not None

@@ -1,17 +1,27 @@
 """/gallery, /tale show, /tale remove: a server's saved tales, and only that server's."""
 from __future__ import annotations
 
+import io
 from typing import Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.story import HIDDEN_NOTICE, story_view, tale_embed
+from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_embed
 from bot.errors import NO_MENTIONS, MemberError
 from bot.views import Paginator
 
 SNIPPET = 180
+
+
+def tale_text(tale, chapters) -> str:
+    """A whole tale for reading in one piece, every chapter under its heading and author."""
+    authors = ", ".join(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters)]))
+    parts = [f"{tale.start}\nA tale of {authors}, told by Quill ({tale.model}), tale #{tale.id}\n",
+             f"Chapter 1\n\n{tale.text.strip()}\n"]
+    parts += [f"Chapter {c.number} (asked for by {c.author_name})\n\n{c.text.strip()}\n" for c in chapters]
+    return "\n".join(parts)
 
 
 class GalleryCog(commands.Cog):
@@ -42,7 +52,8 @@ class GalleryCog(commands.Cog):
                                      "No tales saved yet. Write one with /story and press **Save to gallery**.")
             for t in tales:
                 snippet = t.text if len(t.text) <= SNIPPET else t.text[:SNIPPET].rsplit(" ", 1)[0] + " …"
-                embed.add_field(name=f"#{t.id} · {t.start[:80]} · 👍 {t.votes}",
+                chapters = f" · {t.chapters} chapters" if t.chapters > 1 else ""
+                embed.add_field(name=f"#{t.id} · {t.start[:80]}{chapters} · 👍 {t.votes}",
                                 value=f"{snippet}\n— {t.author_name}", inline=False)
             embed.set_footer(text=f"page {min(number, pages - 1) + 1} of {pages}")
             return embed, pages
@@ -52,11 +63,33 @@ class GalleryCog(commands.Cog):
     @tale.command(name="show", description="Show one tale by its number")
     @app_commands.describe(id="The tale's number (#id in its footer)")
     async def show(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
-        found = await self.bot.gallery.get(interaction.guild_id, id)
+        found = await self._visible(interaction, id)
+        if found.chapters == 1:
+            await interaction.response.send_message(embed=tale_embed(found), view=story_view(found),
+                                                    allowed_mentions=NO_MENTIONS)
+            return
+        chapters = await self.bot.gallery.chapters(interaction.guild_id, id)
+
+        async def page(number: int) -> tuple[discord.Embed, int]:  # page 0 is the tale's own text
+            return (tale_embed(found) if number == 0 else chapter_embed(found, chapters[number - 1])), found.chapters
+
+        await Paginator(interaction.user.id, page).start(interaction)
+
+    @tale.command(name="export", description="The whole tale, every chapter, as a .txt file")
+    @app_commands.describe(id="The tale's number (#id in its footer)")
+    async def export(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
+        found = await self._visible(interaction, id)
+        chapters = await self.bot.gallery.chapters(interaction.guild_id, id)
+        text = tale_text(found, chapters)
+        await interaction.response.send_message(
+            f"Tale #{id}, {found.chapters} chapter(s).", allowed_mentions=NO_MENTIONS,
+            file=discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tale-{id}.txt"))
+
+    async def _visible(self, interaction: discord.Interaction, tale_id: int):
+        found = await self.bot.gallery.get(interaction.guild_id, tale_id)
         if found.hidden and not interaction.permissions.manage_messages:
-            raise MemberError(HIDDEN_NOTICE.format(id=id))
-        await interaction.response.send_message(embed=tale_embed(found), view=story_view(found),
-                                                allowed_mentions=NO_MENTIONS)
+            raise MemberError(HIDDEN_NOTICE.format(id=tale_id))
+        return found
 
     @tale.command(name="restore", description="Show a reported tale again (members with Manage Messages)")
     @app_commands.describe(id="The tale's number (see /gallery sort:reported)")

@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db import Tale
+from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from model.generator import InvalidRequest, StoryRequest, word_filter
 
@@ -34,9 +34,31 @@ def streaming_content(text: str, position: int = 0) -> str:
 
 def tale_embed(tale: Tale) -> discord.Embed:
     embed = discord.Embed(title=tale.start[:256], description=tale.text[:EMBED_LIMIT], colour=0x7F0909)
+    chapters = f" · {tale.chapters} chapters" if tale.chapters > 1 else ""
     embed.set_footer(text=f"temperature {tale.temperature:g} · seed {tale.seed} · {tale.model} · tale #{tale.id}"
-                          f" · 👍 {tale.votes}")
+                          f"{chapters} · 👍 {tale.votes}")
     return embed
+
+
+def chapter_embed(tale: Tale, chapter: Chapter) -> discord.Embed:
+    embed = discord.Embed(title=f"{tale.start[:200]} · chapter {chapter.number}",
+                          description=chapter.text.strip()[:EMBED_LIMIT], colour=0x7F0909)
+    embed.set_footer(text=f"chapter {chapter.number} of {tale.chapters} · asked by {chapter.author_name} · "
+                          f"seed {chapter.seed} · tale #{tale.id} · 👍 {tale.votes}")
+    return embed
+
+
+def continuation_start(so_far: str, most: int) -> str:
+    """The end of the tale so far that primes the next chapter: at most `most` characters (more
+    than the model usefully remembers), from a paragraph or sentence start so it reads whole."""
+    if len(so_far) <= most:
+        return so_far
+    tail = so_far[-most:]
+    for mark in ("\n", ". ", "! ", "? "):
+        at = tail.find(mark)
+        if 0 <= at < most // 2:
+            return tail[at + len(mark):]
+    return tail[tail.find(" ") + 1:]
 
 
 class Cooldowns:
@@ -142,14 +164,25 @@ class ReportButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
                                         allowed_mentions=NO_MENTIONS)
 
 
+class ContinueButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
+                     template=r"quill:continue:(?P<id>[0-9]+)"):
+    kind = "continue"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Continue", discord.ButtonStyle.success)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        await interaction.client.get_cog("StoryCog").continue_tale(interaction, tale)
+
+
 HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a moderator looks at it."
-TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ReportButton)
+TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ContinueButton, ReportButton)
 
 
 def story_view(tale: Tale) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for item in (SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
-                 ReportButton(tale.id)):
+                 ContinueButton(tale.id), ReportButton(tale.id)):
         view.add_item(item)
     return view
 
@@ -176,19 +209,25 @@ class StoryCog(commands.Cog):
                     seed: app_commands.Range[int, 0, 2**31 - 1] | None = None):
         await self.tell(interaction, start, length, seed)
 
+    async def _request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
+                       settings) -> StoryRequest:
+        """A validated request with this server's temperature and words; the member's turn is taken."""
+        bot = self.bot
+        if settings.channel_id and interaction.channel_id != settings.channel_id:
+            raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
+        words = await bot.word_lists.words(interaction.guild_id)
+        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words)
+        request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
+        self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
+        return request
+
     async def tell(self, interaction: discord.Interaction, start: str, length: int | None = None,
                    seed: int | None = None) -> Tale:
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
-        if settings.channel_id and interaction.channel_id != settings.channel_id:
-            raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
         if not (START_LIMITS[0] <= len(start.strip()) and len(start) <= START_LIMITS[1]):
             raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
-        words = await bot.word_lists.words(guild_id)
-        request = StoryRequest(start, length or settings.story_length, settings.temperature, seed,
-                               blocked_words=words)
-        request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
-        self.cooldowns.take(guild_id, user.id, settings.cooldown_seconds)
+        request = await self._request(interaction, start, length or settings.story_length, seed, settings)
         try:
             await interaction.response.defer(thinking=True)
             story = await self._stream(interaction, request)
@@ -196,26 +235,54 @@ class StoryCog(commands.Cog):
             # never writes a blocked word; masking here is the last line of defence.
             tale = await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=word_filter(words).mask(story.text),
-                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash)
+                author_name=user.display_name, start=start,
+                text=word_filter(request.blocked_words).mask(story.text), temperature=request.temperature,
+                seed=story.seed, model=story.model, card_hash=story.card_hash)
         except BaseException:
             self.cooldowns.give_back(guild_id, user.id)
             raise
         await self._show(interaction, tale)
         return tale
 
-    async def _show(self, interaction: discord.Interaction, tale: Tale) -> None:
+    async def continue_tale(self, interaction: discord.Interaction, tale: Tale) -> Chapter:
+        """The next chapter: primed with the end of the tale so far, written and streamed like a
+        story, stored as soon as it is done (with its seed), then shown with the tale's buttons."""
+        bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
+        settings = await bot.guild_settings.get(guild_id)
+        if tale.chapters >= settings.max_chapters:
+            raise MemberError(f"This tale has all the chapters it may have ({settings.max_chapters}; see /settings).")
+        chapters = await bot.gallery.chapters(guild_id, tale.id)
+        start = continuation_start(tale.text + "".join(c.text for c in chapters), bot.generator.config.max_prompt)
+        length = len(bot.generator.vocab.fold(start)) + settings.story_length  # as the model reads the start
+        request = await self._request(interaction, start, length, None, settings)
         try:
-            await interaction.edit_original_response(content=None, embed=tale_embed(tale), view=story_view(tale),
-                                                     allowed_mentions=NO_MENTIONS)
+            await interaction.response.defer(thinking=True)
+            skip = len(bot.generator.vocab.normalisation.for_reading(request.start))
+            story = await self._stream(interaction, request, skip)
+            chapter = await bot.gallery.add_chapter(
+                guild_id, tale.id, author_id=user.id, author_name=user.display_name,
+                text=word_filter(request.blocked_words).mask(story.text[skip:]), seed=story.seed,
+                limit=settings.max_chapters)
+        except BaseException:
+            self.cooldowns.give_back(guild_id, user.id)
+            raise
+        tale = await bot.gallery.get(guild_id, tale.id)
+        await self._show(interaction, tale, chapter_embed(tale, chapter))
+        return chapter
+
+    async def _show(self, interaction: discord.Interaction, tale: Tale, embed: discord.Embed | None = None) -> None:
+        try:
+            await interaction.edit_original_response(content=None, embed=embed or tale_embed(tale),
+                                                     view=story_view(tale), allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:  # the tale is safe; point the member to it
             log.warning("could not show tale #%s (guild %s): %s", tale.id, tale.guild_id, error)
             await interaction.followup.send(f"Your tale is saved as #{tale.id}: `/tale show id:{tale.id}` shows it.",
                                             ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    async def _stream(self, interaction: discord.Interaction, request: StoryRequest):
+    async def _stream(self, interaction: discord.Interaction, request: StoryRequest, skip: int = 0):
         """Read the story as fast as it is written; a separate loop edits the reply with everything
-        ready at most once per edit interval, so slow edits never hold the tale back."""
+        ready at most once per edit interval, so slow edits never hold the tale back. The first
+        `skip` characters (a chapter's context from the tale so far) are not shown again."""
         progress = {"text": "", "position": 0}
         changed = asyncio.Event()
         words = word_filter(request.blocked_words)
@@ -224,7 +291,7 @@ class StoryCog(commands.Cog):
             while True:
                 await changed.wait()
                 changed.clear()
-                content = streaming_content(words.mask(progress["text"]), progress["position"])
+                content = streaming_content(words.mask(progress["text"][skip:].lstrip()), progress["position"])
                 try:
                     await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
                 except discord.HTTPException as error:  # a lost edit is only a missed frame
