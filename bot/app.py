@@ -15,7 +15,7 @@ from bot.settings import Settings
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
-EXTENSIONS = ("bot.cogs.story", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter")
+EXTENSIONS = ("bot.cogs.story", "bot.cogs.together", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter")
 
 
 class QuillTree(app_commands.CommandTree):

@@ -2,7 +2,9 @@
 and SQLite file as on Discord, as one local member (with every permission) of one local server.
 
     /story start:Harry Potter length:600     /temperature 0.8     /gallery sort:new
-    /tale 3      /tale remove 3      /settings cooldown:5      press save | press 👍 | press again
+    /tale 3      /tale remove 3      /tale export 3      /settings cooldown:5
+    press save | press 👍 | press again | press continue | press report
+    /story start:The Sorting Hat together:true     add <your line>     finish
 """
 from __future__ import annotations
 
@@ -37,11 +39,31 @@ class _Place:
         self.id, self.name, self.mention = id, name, f"<#{id}>"
 
 
+class _Channel(_Place):
+    """The console's one channel; a thread opened in it prints into the console too."""
+    console: "Console | None" = None
+
+    async def create_thread(self, *, name: str, **options) -> "_Thread":
+        self.console.write(("\n" if self.console.streamed else "") + f"── thread: {name} ──\n")
+        self.console.streamed = ""
+        return _Thread(self.console, name)
+
+
+class _Thread(_Place):
+    def __init__(self, console: "Console", name: str):
+        super().__init__(2, name)
+        self.console = console
+
+    async def send(self, content=None, *, embed=MISSING, view=MISSING, allowed_mentions=None) -> None:
+        self.console.show(content, embed, view)
+
+
 class Console:
-    GUILD, CHANNEL, MEMBER = _Place(1, "console"), _Place(1, "console"), _Member(1, "you")
+    GUILD, CHANNEL, MEMBER = _Place(1, "console"), _Channel(1, "console"), _Member(1, "you")
 
     def __init__(self, bot, out=sys.stdout):
         self.bot, self.out = bot, out
+        Console.CHANNEL.console = self
         self.last_view: discord.ui.View | None = None
         self.streamed = ""
 
@@ -95,6 +117,10 @@ class Console:
                 self.write(HELP + "\n")
             elif line.startswith("press "):
                 await self.press(line[6:].strip())
+            elif line.lower().startswith("add "):  # what the Add a line modal sends on Discord
+                await self.add_line(line[4:].strip())
+            elif line.lower() == "finish":
+                await self.press("finish")
             elif line.startswith("/"):
                 await self.invoke(line[1:])
             else:
@@ -114,6 +140,16 @@ class Console:
             else:  # "/tale 3" means "/tale show 3"
                 command = command.get_command("show")
         await invoke_command(self.bot, command, ConsoleInteraction(self, command), **self.parse(command, rest.strip()))
+
+    async def add_line(self, text: str) -> None:
+        item = find_button(self.last_view, "Add a line") if self.last_view else None
+        if item is None:
+            raise ConsoleError("no tale to add a line to: start one with /story start:... together:true")
+        interaction = ConsoleInteraction(self, None)
+        try:
+            await self.bot.get_cog("TogetherCog").add_line(interaction, item.tale_id, text)
+        except Exception as error:
+            await answer_error(interaction, error)
 
     async def press(self, label: str) -> None:
         view = self.last_view

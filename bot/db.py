@@ -68,9 +68,14 @@ MIGRATIONS = [
     """
     ALTER TABLE guild_settings ADD COLUMN
         max_chapters INTEGER NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50);
+    ALTER TABLE guild_settings ADD COLUMN
+        together_length INTEGER NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000);
+    ALTER TABLE tales ADD COLUMN together INTEGER NOT NULL DEFAULT 0;  -- written together in a thread
+    ALTER TABLE tales ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;  -- a together round that was closed
     CREATE TABLE chapters (
         tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
         number INTEGER NOT NULL CHECK (number >= 2),  -- the tale's own text is chapter 1
+        kind TEXT NOT NULL CHECK (kind IN ('chapter', 'line', 'reply')),  -- Continue; a member's line; the bot's
         author_id INTEGER NOT NULL,
         author_name TEXT NOT NULL,
         text TEXT NOT NULL,
@@ -85,6 +90,8 @@ DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN, DEFAULT_REPORT_THRESHOLD 
 LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
 REPORT_THRESHOLD_RANGE = (1, 100)
 DEFAULT_MAX_CHAPTERS, MAX_CHAPTERS_RANGE = 10, (1, 50)
+DEFAULT_TOGETHER_LENGTH, TOGETHER_LENGTH_RANGE = 300, (100, 1000)
+TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the bot's reply
 MAX_SERVER_WORDS = 500
 
 
@@ -177,10 +184,12 @@ class GuildSettings:
     channel_id: int | None = None
     report_threshold: int = DEFAULT_REPORT_THRESHOLD
     max_chapters: int = DEFAULT_MAX_CHAPTERS
+    together_length: int = DEFAULT_TOGETHER_LENGTH
 
 
 class GuildSettingsStore:
-    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id", "report_threshold", "max_chapters")
+    COLUMNS = ("temperature", "story_length", "cooldown_seconds", "channel_id", "report_threshold", "max_chapters",
+               "together_length")
 
     def __init__(self, db: Database):
         self.db = db
@@ -220,10 +229,12 @@ class Tale:
     votes: int
     in_gallery: bool
     hidden: bool = False  # reported by enough members; only moderators see it
-    chapters: int = 1  # the tale's own text and the chapters written on with Continue
+    together: bool = False  # written together in a thread, line by line
+    finished: bool = False  # a together round that its opener closed
+    chapters: int = 1  # the tale's own text and the parts written on (Continue, or lines and replies)
 
     def __post_init__(self):
-        for flag in ("in_gallery", "hidden"):  # SQLite stores them as 0/1
+        for flag in ("in_gallery", "hidden", "together", "finished"):  # SQLite stores them as 0/1
             object.__setattr__(self, flag, bool(getattr(self, flag)))
 
 
@@ -231,6 +242,7 @@ class Tale:
 class Chapter:
     tale_id: int
     number: int
+    kind: str  # "chapter" (Continue), "line" (a member's own), "reply" (the bot's, after a line)
     author_id: int
     author_name: str
     text: str
@@ -247,6 +259,11 @@ class ChapterLimit(ValueError):
 TALE_COLUMNS = "*, (SELECT COUNT(*) FROM chapters WHERE chapters.tale_id = tales.id) + 1 AS chapters"
 
 
+class TaleFinished(ValueError):
+    def __init__(self, tale_id: int):
+        super().__init__(f"tale #{tale_id} is finished: its writers closed the round")
+
+
 class TaleNotFound(LookupError):
     def __init__(self, tale_id: int):
         super().__init__(f"there is no tale #{tale_id} in this server")
@@ -260,14 +277,14 @@ class GalleryStore:
         self.db = db
 
     async def add(self, *, guild_id: int, channel_id: int, author_id: int, author_name: str, start: str,
-                  text: str, temperature: float, seed: int, model: str, card_hash: str) -> Tale:
+                  text: str, temperature: float, seed: int, model: str, card_hash: str, together: bool = False) -> Tale:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.db.transaction() as conn:
             cur = await conn.execute(
                 "INSERT INTO tales (guild_id, channel_id, author_id, author_name, start, text, temperature, "
-                "seed, model, card_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "seed, model, card_hash, created_at, together) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
-                 card_hash, created))
+                 card_hash, created, int(together)))
             tale_id = cur.lastrowid
         return await self.get(guild_id, tale_id)
 
@@ -307,22 +324,35 @@ class GalleryStore:
             if cur.rowcount == 0:
                 raise TaleNotFound(tale_id)
 
-    async def add_chapter(self, guild_id: int, tale_id: int, *, author_id: int, author_name: str, text: str,
-                          seed: int, limit: int) -> Chapter:
-        """The next chapter, stored as soon as it is written; ChapterLimit past `limit` chapters."""
+    async def add_chapters(self, guild_id: int, tale_id: int, parts: list[tuple[str, int, str, str, int]],
+                           limit: int) -> list[Chapter]:
+        """The next parts (kind, author id, author name, text, seed) in one transaction, stored as soon
+        as they are written; ChapterLimit past `limit` parts, and nothing is added to a finished tale."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.db.transaction() as conn:
-            async with conn.execute("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1 FROM tales "
-                                    "WHERE guild_id = ? AND id = ?", (tale_id, guild_id, tale_id)) as cur:
+            async with conn.execute("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1, finished "
+                                    "FROM tales WHERE guild_id = ? AND id = ?", (tale_id, guild_id, tale_id)) as cur:
                 row = await cur.fetchone()
             if row is None:
                 raise TaleNotFound(tale_id)
-            if row[0] >= limit:
+            if row[1]:
+                raise TaleFinished(tale_id)
+            if row[0] + len(parts) > limit:
                 raise ChapterLimit(limit)
-            await conn.execute("INSERT INTO chapters (tale_id, number, author_id, author_name, text, seed, "
-                               "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               (tale_id, row[0] + 1, author_id, author_name, text, seed, created))
-        return Chapter(tale_id, row[0] + 1, author_id, author_name, text, seed, created)
+            added = [Chapter(tale_id, row[0] + 1 + i, *part, created) for i, part in enumerate(parts)]
+            for c in added:
+                await conn.execute("INSERT INTO chapters (tale_id, number, kind, author_id, author_name, text, seed, "
+                                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   (c.tale_id, c.number, c.kind, c.author_id, c.author_name, c.text, c.seed,
+                                    c.created_at))
+        return added
+
+    async def finish(self, guild_id: int, tale_id: int) -> Tale:
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("UPDATE tales SET finished = 1 WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
+            if cur.rowcount == 0:
+                raise TaleNotFound(tale_id)
+        return await self.get(guild_id, tale_id)
 
     async def chapters(self, guild_id: int, tale_id: int) -> list[Chapter]:
         """Chapters 2 onwards, in order (chapter 1 is the tale's own text)."""

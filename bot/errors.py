@@ -6,7 +6,7 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.db import ChapterLimit, TaleNotFound
+from bot.db import ChapterLimit, TaleFinished, TaleNotFound
 from model.generator import GeneratorError
 
 log = logging.getLogger("quill.bot")
@@ -42,7 +42,7 @@ def member_message(error: Exception) -> str | None:
         return "Stories are written in servers, not in direct messages."
     if isinstance(error, app_commands.TransformerError):
         return f"That value is not valid: {error.value!r}."
-    if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit)):
+    if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit, TaleFinished)):
         text = str(error)
         return text[:1].upper() + text[1:]
     return None

@@ -34,7 +34,12 @@ def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "
     response.defer = AsyncMock(side_effect=defer)
     response.send_message = AsyncMock(side_effect=answer)
     response.edit_message = AsyncMock(side_effect=answer)
+    response.send_modal = AsyncMock(side_effect=answer)
     interaction.response = response
+    interaction.channel = MagicMock(spec_set=discord.TextChannel)
+    thread = MagicMock(spec_set=discord.Thread)
+    thread.mention, thread.send = f"<#{channel_id + 1}>", AsyncMock()
+    interaction.channel.create_thread = AsyncMock(return_value=thread)
     interaction.followup = MagicMock(spec_set=discord.Webhook)
     interaction.followup.send = AsyncMock()
     interaction.edit_original_response = AsyncMock()

@@ -620,3 +620,85 @@ async def test_show_pages_through_chapters_and_export_gives_the_whole_tale(bot):
     assert attachment.filename == f"tale-{tid}.txt" and text.startswith("Hermione\nA tale of Luna")
     assert "Chapter 1" in text and "Chapter 2 (asked for by Luna)" in text and chapters[0].text.strip() in text
     assert gallery is not None
+
+
+async def test_writing_together_in_a_thread(bot):
+    from bot.cogs.together import LineModal
+
+    guild, other = next(guilds), next(guilds)
+    for g in (guild, other):
+        await bot.guild_settings.update(g, cooldown_seconds=0, together_length=150)
+    opener = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=1, name="Harry"),
+                       start="Harry looked", together=True)
+    thread = opener.channel.create_thread.return_value
+    opening = thread.send.call_args.kwargs
+    assert opening["embed"].title == "Harry looked" and opener.channel.create_thread.await_args.kwargs["name"]
+    assert "together in <#101>" in opener.edit_original_response.call_args.kwargs["content"]
+    view = opening["view"]
+    tid = tale_id_of(view)
+
+    press_line = make_interaction(bot, guild_id=guild, user_id=2, name="Ron")
+    await press(view, "Add a line", press_line)
+    modal = press_line.response.send_modal.await_args.args[0]
+    assert isinstance(modal, LineModal) and modal.line.max_length == 300 and modal.tale_id == tid
+
+    cog = bot.get_cog("TogetherCog")
+    ron = make_interaction(bot, guild_id=guild, user_id=2, name="Ron")
+    elsewhere = await run(bot, "story", make_interaction(bot, guild_id=other, user_id=3), start="Snape",
+                          together=True)
+    other_tid = tale_id_of(elsewhere.channel.create_thread.return_value.send.call_args.kwargs["view"])
+    # two servers writing at once
+    await asyncio.gather(cog.add_line(ron, tid, "Ron looked at the owl."),
+                         cog.add_line(make_interaction(bot, guild_id=other, user_id=3), other_tid, "The hall was dark."))
+    turn = ron.edit_original_response.call_args.kwargs["embed"]
+    assert turn.description.startswith("**Ron:** Ron looked at the owl.\n\n") and len(turn.description) > 100
+    parts = await bot.gallery.chapters(guild, tid)
+    assert [(c.kind, c.author_name) for c in parts] == [("line", "Ron"), ("reply", "Quill")]
+    assert parts[0].text.strip() == "Ron looked at the owl."
+    assert [c.text.strip() for c in await bot.gallery.chapters(other, other_tid)][0] == "The hall was dark."
+
+    unknown = make_interaction(bot, guild_id=guild, user_id=4)
+    await press_button_error(cog.add_line(unknown, tid, "Ron saw \u2603"), unknown)
+    assert "does not know these characters: '\u2603'" in ephemeral_text(unknown)
+    assert len(await bot.gallery.chapters(guild, tid)) == 2  # nothing written
+
+    not_opener = make_interaction(bot, guild_id=guild, user_id=2)
+    await press(view, "Finish", not_opener)
+    assert "Only the member who opened this tale" in ephemeral_text(not_opener)
+    finisher = make_interaction(bot, guild_id=guild, user_id=1, name="Harry")
+    await press(view, "Finish", finisher)
+    finished = finisher.response.send_message.call_args.kwargs
+    assert finished["embed"].fields[0].value == "Harry, Ron"
+    late = make_interaction(bot, guild_id=guild, user_id=2)
+    await press(view, "Add a line", late)
+    assert "is finished" in ephemeral_text(late)
+    await press(finished["view"], "Save", make_interaction(bot, guild_id=guild, user_id=1))
+    gallery = await run(bot, "gallery", make_interaction(bot, guild_id=guild))
+    assert gallery.response.send_message.call_args.kwargs["embed"].fields[0].value.endswith("— Harry, Ron")
+
+
+def tale_id_of(view) -> int:
+    return int(button(view, "Add a line").custom_id.rsplit(":", 1)[1])
+
+
+async def press_button_error(coroutine, interaction):
+    from bot.errors import answer_error
+
+    try:
+        await coroutine
+    except Exception as error:  # as the modal's on_error does
+        await answer_error(interaction, error)
+
+
+def test_console_writes_together(tiny_bundle, tmp_path):
+    commands = "\n".join(["/settings cooldown:0", "/story start:Harry looked together:true", "add Ron ran.",
+                          "finish", "add Too late.", "quit"]) + "\n"
+    env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "c.db")}
+    env.pop("DISCORD_TOKEN", None)
+    done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "── thread: Quill: Harry looked ──" in out and "[Add a line]  [Finish]" in out
+    assert "you: Ron ran." in out and "Written together by" in out
+    assert "no tale to add a line to" in out  # after Finish, the view offers no Add a line

@@ -219,7 +219,7 @@ def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
 @pytest.mark.parametrize("change, message", [
     ({"temperature": 0}, "temperature"), ({"temperature": -1}, "temperature"),
     ({"temperature": 1e9}, "temperature"), ({"temperature": float("nan")}, "temperature"),
-    ({"length": 0}, "length"), ({"length": 2001}, "length"),
+    ({"length": 0}, "length"), ({"length": 2501}, "length"),
     ({"start": ""}, "empty"), ({"start": "   "}, "empty"), ({"start": "Harry " * 2000}, "12,000 characters"),
     ({"start": "Harry \u2603"}, "'\u2603'"), ({"top_p": 0}, "top_p"),
 ])

@@ -9,6 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_embed
+from bot.cogs.together import authors
 from bot.errors import NO_MENTIONS, MemberError
 from bot.views import Paginator
 
@@ -16,11 +17,17 @@ SNIPPET = 180
 
 
 def tale_text(tale, chapters) -> str:
-    """A whole tale for reading in one piece, every chapter under its heading and author."""
-    authors = ", ".join(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters)]))
-    parts = [f"{tale.start}\nA tale of {authors}, told by Quill ({tale.model}), tale #{tale.id}\n",
-             f"Chapter 1\n\n{tale.text.strip()}\n"]
-    parts += [f"Chapter {c.number} (asked for by {c.author_name})\n\n{c.text.strip()}\n" for c in chapters]
+    """A whole tale for reading in one piece: chapters under their headings, lines under their writers."""
+    names = ", ".join(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind != "reply")]))
+    parts = [f"{tale.start}\nA tale of {names}, told by Quill ({tale.model}), tale #{tale.id}\n",
+             ("" if tale.together else "Chapter 1\n\n") + f"{tale.text.strip()}\n"]
+    for c in chapters:
+        if c.kind == "chapter":
+            parts.append(f"Chapter {c.number} (asked for by {c.author_name})\n\n{c.text.strip()}\n")
+        elif c.kind == "line":
+            parts.append(f"[{c.author_name}] {c.text.strip()}\n")
+        else:
+            parts.append(f"{c.text.strip()}\n")
     return "\n".join(parts)
 
 
@@ -53,8 +60,10 @@ class GalleryCog(commands.Cog):
             for t in tales:
                 snippet = t.text if len(t.text) <= SNIPPET else t.text[:SNIPPET].rsplit(" ", 1)[0] + " …"
                 chapters = f" · {t.chapters} chapters" if t.chapters > 1 else ""
+                writers = (", ".join(authors(t, await store.chapters(guild_id, t.id))) if t.together
+                           else t.author_name)
                 embed.add_field(name=f"#{t.id} · {t.start[:80]}{chapters} · 👍 {t.votes}",
-                                value=f"{snippet}\n— {t.author_name}", inline=False)
+                                value=f"{snippet}\n— {writers[:200]}", inline=False)
             embed.set_footer(text=f"page {min(number, pages - 1) + 1} of {pages}")
             return embed, pages
 

@@ -202,12 +202,16 @@ class StoryCog(commands.Cog):
     @app_commands.command(name="story", description="Write a tale that begins with your words")
     @app_commands.describe(start="How the tale begins (1-200 characters)",
                            length="Length in characters (default: this server's setting)",
-                           seed="Same seed and settings give the same tale")
+                           seed="Same seed and settings give the same tale",
+                           together="Write it together: a thread where members take turns adding lines")
     @app_commands.guild_only()
     async def story(self, interaction: discord.Interaction, start: app_commands.Range[str, 1, 200],
                     length: app_commands.Range[int, 100, 1900] | None = None,
-                    seed: app_commands.Range[int, 0, 2**31 - 1] | None = None):
-        await self.tell(interaction, start, length, seed)
+                    seed: app_commands.Range[int, 0, 2**31 - 1] | None = None, together: bool = False):
+        if together:
+            await self.bot.get_cog("TogetherCog").open(interaction, start)
+        else:
+            await self.tell(interaction, start, length, seed)
 
     async def _request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
                        settings) -> StoryRequest:
@@ -249,6 +253,8 @@ class StoryCog(commands.Cog):
         story, stored as soon as it is done (with its seed), then shown with the tale's buttons."""
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
+        if tale.together and not tale.finished:
+            raise MemberError("This tale is being written together: add a line in its thread.")
         if tale.chapters >= settings.max_chapters:
             raise MemberError(f"This tale has all the chapters it may have ({settings.max_chapters}; see /settings).")
         chapters = await bot.gallery.chapters(guild_id, tale.id)
@@ -259,9 +265,9 @@ class StoryCog(commands.Cog):
             await interaction.response.defer(thinking=True)
             skip = len(bot.generator.vocab.normalisation.for_reading(request.start))
             story = await self._stream(interaction, request, skip)
-            chapter = await bot.gallery.add_chapter(
-                guild_id, tale.id, author_id=user.id, author_name=user.display_name,
-                text=word_filter(request.blocked_words).mask(story.text[skip:]), seed=story.seed,
+            [chapter] = await bot.gallery.add_chapters(
+                guild_id, tale.id, [("chapter", user.id, user.display_name,
+                                     word_filter(request.blocked_words).mask(story.text[skip:]), story.seed)],
                 limit=settings.max_chapters)
         except BaseException:
             self.cooldowns.give_back(guild_id, user.id)

@@ -1,0 +1,177 @@
+"""Writing together: `/story start:… together:True` opens a thread with an opening; members take
+turns with **Add a line** (a modal: their own sentence, checked like a start), and the bot writes
+on from each line in a new message. **Finish** (the opener or Manage Messages) closes the round
+and offers the whole tale to the gallery with every author credited. No message-content intent:
+members' lines arrive through the modal."""
+from __future__ import annotations
+
+import discord
+from discord.ext import commands
+
+from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, START_LIMITS, _TaleButton, continuation_start,
+                            story_view, tale_embed)
+from bot.db import TOGETHER_MAX_PARTS, Chapter, Tale, TaleFinished
+from bot.errors import NO_MENTIONS, MemberError, answer_error
+from model.generator import InvalidRequest, StoryRequest, word_filter
+
+LINE_LIMIT = 300
+BOT_AUTHOR = (0, "Quill")
+
+
+def authors(tale: Tale, chapters: list[Chapter]) -> list[str]:
+    """Everyone who wrote a part, in order of their first part: the opener, then members' lines."""
+    return list(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind == "line")]))
+
+
+def turn_embed(tale: Tale, line: Chapter, reply: Chapter) -> discord.Embed:
+    text = f"**{line.author_name}:** {line.text.strip()}\n\n{reply.text.strip()}"
+    embed = discord.Embed(title=tale.start[:256], description=text[:EMBED_LIMIT], colour=0x1F5E3A)
+    embed.set_footer(text=f"tale #{tale.id} · part {reply.number} · seed {reply.seed}")
+    return embed
+
+
+class LineModal(discord.ui.Modal, title="Add a line"):
+    line = discord.ui.TextInput(label="Your line", style=discord.TextStyle.paragraph,
+                                min_length=START_LIMITS[0], max_length=LINE_LIMIT)
+
+    def __init__(self, tale_id: int):
+        super().__init__()
+        self.tale_id = tale_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.client.get_cog("TogetherCog").add_line(interaction, self.tale_id, self.line.value)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await answer_error(interaction, error)
+
+
+class AddLineButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:line:(?P<id>[0-9]+)"):
+    kind = "line"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Add a line", discord.ButtonStyle.primary)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        if tale.finished:
+            raise TaleFinished(tale.id)
+        await interaction.response.send_modal(LineModal(tale.id))
+
+
+class FinishButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:finish:(?P<id>[0-9]+)"):
+    kind = "finish"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Finish", discord.ButtonStyle.secondary)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        await interaction.client.get_cog("TogetherCog").finish(interaction, tale)
+
+
+TOGETHER_BUTTONS = (AddLineButton, FinishButton)
+
+
+def together_view(tale: Tale) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(AddLineButton(tale.id))
+    view.add_item(FinishButton(tale.id))
+    return view
+
+
+class TogetherCog(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(*TOGETHER_BUTTONS)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(*TOGETHER_BUTTONS)
+
+    @property
+    def writer(self):
+        return self.bot.get_cog("StoryCog")
+
+    async def open(self, interaction: discord.Interaction, start: str) -> Tale:
+        """The opening, written from the start, in a new thread where members take turns."""
+        bot, user = self.bot, interaction.user
+        settings = await bot.guild_settings.get(interaction.guild_id)
+        request = await self.writer._request(interaction, start, settings.together_length, None, settings)
+        try:
+            await interaction.response.defer(thinking=True)
+            story = await self.writer._stream(interaction, request)
+            tale = await bot.gallery.add(
+                guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
+                author_name=user.display_name, start=start, text=word_filter(request.blocked_words).mask(story.text),
+                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
+                together=True)
+        except BaseException:
+            self.writer.cooldowns.give_back(interaction.guild_id, user.id)
+            raise
+        opening = tale_embed(tale)
+        opening.set_footer(text=f"tale #{tale.id} · written together: press Add a line to take a turn")
+        try:
+            thread = await interaction.channel.create_thread(name=f"Quill: {start}"[:100],
+                                                             type=discord.ChannelType.public_thread,
+                                                             auto_archive_duration=1440)
+            await thread.send(embed=opening, view=together_view(tale), allowed_mentions=NO_MENTIONS)
+        except (discord.HTTPException, AttributeError):  # no thread here (permissions, a thread already)
+            await interaction.edit_original_response(content=None, embed=opening, view=together_view(tale),
+                                                     allowed_mentions=NO_MENTIONS)
+            return tale
+        await interaction.edit_original_response(
+            content=f"We are writing \u201c{start}\u201d together in {thread.mention}: add a line there.",
+            embed=None, view=None, allowed_mentions=NO_MENTIONS)
+        return tale
+
+    async def add_line(self, interaction: discord.Interaction, tale_id: int, line: str) -> tuple[Chapter, Chapter]:
+        """A member's own line, checked like a start, then the bot's reply written on from it; both
+        stored together, in order, each with its author."""
+        bot, user, guild_id = self.bot, interaction.user, interaction.guild_id
+        tale = await bot.gallery.get(guild_id, tale_id)
+        if tale.hidden:
+            raise MemberError(HIDDEN_NOTICE.format(id=tale.id))
+        if tale.finished:
+            raise TaleFinished(tale.id)
+        if not line.strip() or len(line) > LINE_LIMIT:
+            raise InvalidRequest(f"a line is 1-{LINE_LIMIT} characters")
+        settings = await bot.guild_settings.get(guild_id)
+        words = await bot.word_lists.words(guild_id)
+        StoryRequest(line, blocked_words=words).validated(bot.generator.vocab, bot.generator.config)  # as a start
+        line = "\n\n" + line.strip()  # a member's line starts a paragraph of its own
+        chapters = await bot.gallery.chapters(guild_id, tale.id)
+        start = continuation_start(tale.text + "".join(c.text for c in chapters) + line,
+                                   bot.generator.config.max_prompt)
+        length = len(bot.generator.vocab.fold(start)) + settings.together_length
+        request = await self.writer._request(interaction, start, length, None, settings)
+        try:
+            await interaction.response.defer(thinking=True)
+            skip = len(bot.generator.vocab.normalisation.for_reading(request.start))
+            story = await self.writer._stream(interaction, request, skip)
+            parts = await bot.gallery.add_chapters(
+                guild_id, tale.id, [("line", user.id, user.display_name, line, 0),
+                                    ("reply", *BOT_AUTHOR, word_filter(words).mask(story.text[skip:]), story.seed)],
+                limit=TOGETHER_MAX_PARTS)
+        except BaseException:
+            self.writer.cooldowns.give_back(guild_id, user.id)
+            raise
+        await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
+                                                 view=together_view(tale), allowed_mentions=NO_MENTIONS)
+        return parts[0], parts[1]
+
+    async def finish(self, interaction: discord.Interaction, tale: Tale) -> Tale:
+        if interaction.user.id != tale.author_id and not interaction.permissions.manage_messages:
+            raise MemberError("Only the member who opened this tale, or members with Manage Messages, can finish it.")
+        tale = await self.bot.gallery.finish(tale.guild_id, tale.id)
+        chapters = await self.bot.gallery.chapters(tale.guild_id, tale.id)
+        whole = (tale.text + "".join(c.text for c in chapters)).strip()
+        embed = tale_embed(tale)
+        embed.description = whole if len(whole) <= EMBED_LIMIT else "\u2026" + whole[-(EMBED_LIMIT - 1):]
+        embed.add_field(name="Written together by", value=", ".join(authors(tale, chapters))[:1024])
+        await interaction.response.send_message(
+            f"The round is finished ({tale.chapters} parts; `/tale export id:{tale.id}` gives it whole). "
+            "Its opener can save it to the gallery:", embed=embed, view=story_view(tale), allowed_mentions=NO_MENTIONS)
+        return tale
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(TogetherCog(bot))
