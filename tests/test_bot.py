@@ -294,18 +294,23 @@ def test_database_killed_mid_write_keeps_confirmed_tales(tmp_path):
     assert set(confirmed) <= stored
 
 
+def run_console_with(commands: str, bundle, folder) -> tuple[str, str]:
+    """`quill run` with no token (the console), fed `commands`; its stdout and stderr."""
+    env = {**os.environ, "QUILL_MODEL": str(bundle), "QUILL_DATABASE": str(folder / "console.db")}
+    env.pop("DISCORD_TOKEN", None)
+    done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
+                          env=env, cwd=folder, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
 def test_console_mode_end_to_end(tiny_bundle, tmp_path):
     commands = "\n".join(["/story start:Harry looked length:300 seed:3", "press save", "press vote",
                           "/temperature 0.8", "/temperature", "/gallery", "/tale 1", "/tale 42",
                           "/temperature 7", "/story start:Harry looked length:300", "/HELP",
                           "/settings cooldown:0", "/STORY start:Dear diary: today Harry length:120",
                           "/story Harry length:100", "quit"]) + "\n"
-    env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "console.db")}
-    env.pop("DISCORD_TOKEN", None)
-    done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
-    out = done.stdout
-    assert done.returncode == 0, done.stderr
+    out, stderr = run_console_with(commands, tiny_bundle, tmp_path)
     assert "── Harry looked ──" in out and "tale #1" in out  # /tale 1 shows it with its title
     tale = out.split("commands.\n", 1)[1].split("\n(temperature", 1)[0].removeprefix("── Harry looked ──\n")
     assert tale.startswith("Harry looked") and out.count(tale) == 3  # streamed once (not again), the vote, /tale 1
@@ -320,11 +325,12 @@ def test_console_mode_end_to_end(tiny_bundle, tmp_path):
     assert "no tale #42" in out
     assert "value must be between 0.1 and 2.0" in out
     assert "Easy there" in out  # the cooldown, from the same cog code
-    assert "Traceback" not in out + done.stderr
+    assert "Traceback" not in out + stderr
     assert (tmp_path / "console.db").exists()
 
 
-def test_bad_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("command", ["run", "sync"])
+def test_a_refused_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_path, command):
     import cli
 
     async def refuse(self, token):
@@ -333,9 +339,9 @@ def test_bad_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(QuillBot, "login", refuse)
     monkeypatch.setenv("DISCORD_TOKEN", "not-a-token")
     monkeypatch.setenv("QUILL_DATABASE", str(tmp_path / "q.db"))
-    assert cli.main(["run"]) == 1
+    assert cli.main([command]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("quill run: error: Discord refused DISCORD_TOKEN")
+    assert err[-1].startswith(f"quill {command}: error: Discord refused DISCORD_TOKEN")
 
 
 async def test_unusable_database_file_is_a_clear_error(tmp_path):
@@ -455,17 +461,9 @@ def test_mocks_are_strict(bot):
         i.response.sned_message
 
 
-def test_quill_sync_with_a_refused_token_is_one_clear_line(monkeypatch, capsys, tmp_path):
+def test_quill_sync_needs_the_token(monkeypatch, capsys):
     import cli
 
-    async def refuse(self, token):
-        raise discord.LoginFailure("Improper token has been passed.")
-
-    monkeypatch.setattr(QuillBot, "login", refuse)
-    monkeypatch.setenv("DISCORD_TOKEN", "not-a-token")
-    monkeypatch.setenv("QUILL_DATABASE", str(tmp_path / "q.db"))
-    assert cli.main(["sync"]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("quill sync: error: Discord refused")
     monkeypatch.setenv("DISCORD_TOKEN", "")
     assert cli.main(["sync"]) == 2
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
@@ -693,12 +691,7 @@ async def press_button_error(coroutine, interaction):
 def test_console_writes_together(tiny_bundle, tmp_path):
     commands = "\n".join(["/settings cooldown:0", "/story start:Harry looked together:true", "add Ron ran.",
                           "finish", "add Too late.", "quit"]) + "\n"
-    env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "c.db")}
-    env.pop("DISCORD_TOKEN", None)
-    done = subprocess.run([sys.executable, "-m", "cli", "run"], input=commands, capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
-    out = done.stdout
-    assert done.returncode == 0, done.stderr
+    out, _ = run_console_with(commands, tiny_bundle, tmp_path)
     assert "── thread: Quill: Harry looked ──" in out and "[Add a line]  [Finish]" in out
     assert "you: Ron ran." in out and "Written together by" in out
     assert "no tale to add a line to" in out  # after Finish, the view offers no Add a line
