@@ -85,9 +85,9 @@ def cmd_train(args) -> int:
         given["holdout_books"] = chosen_holdout(corpus, int(holdout[0]), given.get("seed", recipe.get("seed", 0)))
     options = {**recipe, **given}
     if args.resume:
-        train(corpus, args.out, resume=True, overrides=options, name=args.name)
+        train(corpus, args.out, resume=True, overrides=options, name=args.name, recipe=args.recipe)
     else:
-        train(corpus, args.out, TrainConfig.from_dict(options), name=args.name)
+        train(corpus, args.out, TrainConfig.from_dict(options), name=args.name, recipe=args.recipe)
     return 0
 
 

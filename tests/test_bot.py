@@ -695,3 +695,12 @@ def test_console_writes_together(tiny_bundle, tmp_path):
     assert "── thread: Quill: Harry looked ──" in out and "[Add a line]  [Finish]" in out
     assert "you: Ron ran." in out and "Written together by" in out
     assert "no tale to add a line to" in out  # after Finish, the view offers no Add a line
+
+
+def test_settings_read_the_engine_choice():
+    from bot.settings import SettingsError
+
+    assert Settings.from_env({"QUILL_ENGINE": "CPU"}, dotenv=False).generator_config().engine == "cpu"
+    assert Settings.from_env({}, dotenv=False).engine == "auto"
+    with pytest.raises(SettingsError, match="QUILL_ENGINE must be one of auto, cpu, device"):
+        Settings.from_env({"QUILL_ENGINE": "gpu"}, dotenv=False)

@@ -169,6 +169,7 @@ def test_recipe_file_trains_with_its_corpus_and_options(tiny_corpus, tmp_path, c
     assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "r"), "--epochs", "2"]) == 0
     card = json.loads((tmp_path / "r" / "card.json").read_text())
     assert card["hyperparameters"]["units"] == [16] and card["hyperparameters"]["epochs"] == 2
+    assert card["recipe"] == str(recipe)  # the card points to the file that reproduces it
     assert card["history"][0]["learning_rate"] == pytest.approx(0.01)
     recipe.write_text("colour = 3\n")
     assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "bad")]) == 2

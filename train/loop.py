@@ -218,7 +218,7 @@ def init_weights(model, source_dir, vocab: Vocabulary) -> dict:
 
 
 def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = False,
-          overrides: dict | None = None, name: str | None = None, log=print) -> Path:
+          overrides: dict | None = None, name: str | None = None, log=print, recipe: str | None = None) -> Path:
     """Train on the corpus and write the bundle into `out`. Returns the bundle folder.
     With resume, the run's own config is used, changed only by `overrides` of RESUMABLE fields."""
     out = Path(out)
@@ -268,6 +268,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                 f"matched, {state['init_from']['chars_new']} new)")
     state["stopped"], state["config"] = None, config.to_dict()
     state["name"] = name = name or state.get("name") or out.name  # a resumed run keeps its name
+    state["recipe"] = recipe or state.get("recipe")
     per_epoch = math.ceil(config.epoch_chars / config.seq_length) if config.epoch_chars else len(train_x)
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     started = time.monotonic()
@@ -326,6 +327,8 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     }
     if "init_from" in state:
         card["init_from"] = state["init_from"]
+    if state["recipe"]:
+        card["recipe"] = state["recipe"]  # the file that reproduces this run
     if held:
         log(f"measuring the {len(held)} held-out book(s)")
         card["unseen_books"] = {"files": [f.name for f in held],
