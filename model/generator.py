@@ -260,6 +260,8 @@ class Scheduler:
         logits, state = self.engine.prime([self.vocab.encode(row.text)])
         logits = np.array(logits)
         self._mask(row, logits[0])
+        if not (self.logits.flags.writeable and self.state.flags.writeable):  # a device engine's arrays
+            self.logits, self.state = np.array(self.logits), np.array(self.state)
         self.logits[i], self.state[i] = logits[0], state[0]
         return True
 

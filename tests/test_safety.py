@@ -268,3 +268,16 @@ def test_bench_filter_reports_matches_interventions_and_cost(weedy_bundle, tmp_p
     assert result["corpus_matches"] == {"coons": 1} and result["corpus_words"] == 8
     assert result["filter_on_4_concurrent_chars_per_s"] > 0 and result["filter_off_4_concurrent_chars_per_s"] > 0
     assert "stories_where_the_model_wanted_a_blocked_word" in result
+
+
+def test_the_filter_works_on_the_device_engine(weedy_bundle):
+    """The compiled device loop hands back read-only arrays; a rewind must still take."""
+    from model.bundle import load_network
+    from model.engine import DeviceEngine, FusedEngine
+    from model.generator import StoryRequest
+
+    bundle, network = load_network(weedy_bundle)
+    requests = [StoryRequest("Harry saw the", 150, 1.5, seed, blocked_words=(BLOCKED,)) for seed in range(6)]
+    stories, _ = write(DeviceEngine(network, rows=8), bundle.vocab, requests)
+    assert sum(f for _, f in stories) > 0 and not any(WordFilter.of([BLOCKED]).find(t) for t, _ in stories)
+    assert len(write(FusedEngine(network), bundle.vocab, requests)[0]) == len(stories)
