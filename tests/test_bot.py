@@ -246,12 +246,13 @@ async def test_two_guilds_never_see_each_other(bot):
 async def test_tale_buttons_work_after_a_restart(bot):
     """Buttons carry the tale id: discord.py rebuilds them from the custom_id, no view in memory."""
     from bot.cogs.story import TALE_BUTTONS, VoteButton
+    from bot.cogs.together import TOGETHER_BUTTONS
 
     guild = next(guilds)
     story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry", length=150)
     custom_id = button(story.edit_original_response.call_args.kwargs["view"], "👍").custom_id
     registered = set(bot._connection._view_store._dynamic_items.values())  # what discord.py dispatches to
-    assert set(TALE_BUTTONS) <= registered
+    assert set(TALE_BUTTONS) | set(TOGETHER_BUTTONS) <= registered
     match = VoteButton.__discord_ui_compiled_template__.fullmatch(custom_id)
     rebuilt = await VoteButton.from_custom_id(None, None, match)
     voter = make_interaction(bot, guild_id=guild, user_id=31)
