@@ -705,3 +705,12 @@ def test_settings_read_the_engine_choice():
     assert Settings.from_env({}, dotenv=False).engine == "auto"
     with pytest.raises(SettingsError, match="QUILL_ENGINE must be one of auto, cpu, device"):
         Settings.from_env({"QUILL_ENGINE": "gpu"}, dotenv=False)
+
+
+async def test_settings_set_chapters_and_together_length(bot):
+    guild = next(guilds)
+    i = await run(bot, "settings", make_interaction(bot, guild_id=guild, manage_guild=True), max_chapters=4,
+                  together_length=500, report_threshold=3)
+    assert "at most **4** chapters" in ephemeral_text(i) and "**500** characters after each line" in ephemeral_text(i)
+    s = await bot.guild_settings.get(guild)
+    assert (s.max_chapters, s.together_length, s.report_threshold) == (4, 500, 3)

@@ -13,7 +13,8 @@ def describe(s: GuildSettings) -> str:
     channel = f"<#{s.channel_id}>" if s.channel_id else "any channel"
     return (f"Temperature: **{s.temperature:g}** · story length: **{s.story_length}** characters · "
             f"cooldown: **{s.cooldown_seconds} s** per member · stories in: {channel} · "
-            f"a tale is hidden after **{s.report_threshold}** report(s)")
+            f"a tale is hidden after **{s.report_threshold}** report(s) · at most **{s.max_chapters}** chapters · "
+            f"**{s.together_length}** characters after each line written together")
 
 
 class SettingsCog(commands.Cog):
@@ -42,7 +43,9 @@ class SettingsCog(commands.Cog):
                            cooldown="Seconds a member waits between stories (0-3600)",
                            channel="The only channel the bot writes stories in",
                            any_channel="Allow stories in every channel again",
-                           report_threshold="Reports from this many members hide a tale (1-100)")
+                           report_threshold="Reports from this many members hide a tale (1-100)",
+                           max_chapters="Chapters a tale may have, Continue included (1-50)",
+                           together_length="Characters the bot writes after each member's line (100-1000)")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
@@ -50,10 +53,12 @@ class SettingsCog(commands.Cog):
                        length: app_commands.Range[int, 100, 1900] | None = None,
                        cooldown: app_commands.Range[int, 0, 3600] | None = None,
                        channel: discord.TextChannel | None = None, any_channel: bool = False,
-                       report_threshold: app_commands.Range[int, 1, 100] | None = None):
-        changes = {}
-        if report_threshold is not None:
-            changes["report_threshold"] = int(report_threshold)
+                       report_threshold: app_commands.Range[int, 1, 100] | None = None,
+                       max_chapters: app_commands.Range[int, 1, 50] | None = None,
+                       together_length: app_commands.Range[int, 100, 1000] | None = None):
+        changes = {name: int(value) for name, value in (("report_threshold", report_threshold),
+                                                         ("max_chapters", max_chapters),
+                                                         ("together_length", together_length)) if value is not None}
         if length is not None:
             changes["story_length"] = int(length)
         if cooldown is not None:
