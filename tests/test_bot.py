@@ -16,7 +16,6 @@ from bot.console import invoke_command, press_button
 from bot.settings import Settings
 from tests.helpers import all_sends, button, ephemeral_text, final_embed, label, make_interaction, tale_id
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parent.parent
 
 

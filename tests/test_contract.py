@@ -9,7 +9,6 @@ import pytest_asyncio
 
 from tests.fake_discord import MANAGE_GUILD, FakeDiscord
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 HOGWARTS, DURMSTRANG = 1, 2
 
 

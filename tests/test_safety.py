@@ -107,7 +107,6 @@ import pytest_asyncio  # noqa: E402
 
 from tests.helpers import all_sends, button, ephemeral_text, final_embed, make_interaction, tale_id  # noqa: E402
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
 guilds = iter(range(5000, 6000))
 
 
