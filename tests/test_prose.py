@@ -171,6 +171,8 @@ def test_recipe_file_trains_with_its_corpus_and_options(tiny_corpus, tmp_path, c
     assert card["hyperparameters"]["units"] == [16] and card["hyperparameters"]["epochs"] == 2
     assert card["recipe"] == str(recipe)  # the card points to the file that reproduces it
     assert card["history"][0]["learning_rate"] == pytest.approx(0.01)
+    # A recipe's run resumes with the same recipe (its lists are the saved config's tuples).
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "r"), "--resume", "--epochs", "2"]) == 0
     recipe.write_text("colour = 3\n")
     assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "bad")]) == 2
     assert "unknown training option(s): colour" in capsys.readouterr().err

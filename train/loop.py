@@ -230,14 +230,14 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                              f"(to start from a bundle's weights instead, use --init-from)")
         state = json.loads(state_path.read_text(encoding="utf-8"))
         saved = TrainConfig.from_dict(state["config"])
-        fixed = sorted(k for k, v in overrides.items()
-                       if k not in TrainConfig.RESUMABLE and v != getattr(saved, k))
+        config = TrainConfig.from_dict({**state["config"], **overrides})  # lists from a recipe become tuples
+        fixed = sorted(k for k in overrides
+                       if k not in TrainConfig.RESUMABLE and getattr(config, k) != getattr(saved, k))
         if fixed:
             raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in fixed)} cannot change on --resume "
                              f"(only {', '.join('--' + k.replace('_', '-') for k in TrainConfig.RESUMABLE)} can)")
-        config = replace(saved, **overrides)
     else:
-        config = replace(config or TrainConfig(), **overrides)
+        config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
     config.check()
     vocab, files, held, dropped = load_corpus(corpus_paths, config, log)
     corpus = [{"file": f.name, "sha256": f.sha256, "chars": len(f.text)} for f in files]
