@@ -128,6 +128,9 @@ async def test_buttons_save_vote_and_again(discord_app):
     assert fake.callbacks[max(fake.callbacks)]["data"]["embeds"][0]["footer"]["text"].endswith("👍 1")
     again = await fake.interact(HOGWARTS, 15, custom_id=buttons["Again"]["custom_id"], message=message)
     assert (await answered(fake, again))["embeds"][0]["description"].startswith("Snape")
+    onward = await fake.interact(HOGWARTS, 16, custom_id=buttons["Continue"]["custom_id"], message=message)
+    chapter = (await answered(fake, onward))["embeds"][0]
+    assert chapter["title"] == "Snape · chapter 2" and "asked by member16" in chapter["footer"]["text"]
     assert vote and fake.violations == []
 
 
