@@ -139,11 +139,23 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+# The figures a member's server needs on a small CPU box (issues 8 and 10): (key, limit, "max"/"min").
+TARGETS = {"one_request_story_seconds": (0.25, "max"), "aggregate_64_chars_per_s": (15_000, "min"),
+           "model_mb": (25, "max"), "generator_ready_warm_s": (1.5, "max"),
+           "generator_peak_rss_mb": (250, "max"), "quill_story_wall_s": (2.0, "max")}
+
+
 def bench_generate(model_dir: Path, length: int = 1000) -> dict:
     import keras
 
-    result = {"model": str(model_dir), "backend": keras.backend.backend()}
+    from model.bundle import MODEL_FILE
+
+    result = {"model": str(model_dir), "backend": keras.backend.backend(),
+              "model_mb": round((model_dir / MODEL_FILE).stat().st_size / 2**20, 1)}
     result.update(asyncio.run(_measure(model_dir, length)))
+    if length == 1000:  # the targets are for 1,000-character stories
+        result["targets_met"] = {key: (result[key] <= limit if side == "max" else result[key] >= limit)
+                                 for key, (limit, side) in TARGETS.items() if result.get(key) is not None}
     if keras.backend.backend() == "tensorflow":
         seed = seed_loop_chars_per_s(model_dir)
         result["seed_loop_chars_per_s"] = round(seed, 1)
