@@ -15,7 +15,7 @@ def test_the_discord_process_never_imports_tensorflow_or_keras():
 
 def test_trainer_and_model_use_no_tensorflow_api():
     """Backend-neutral Keras only, so KERAS_BACKEND=jax trains on a GPU machine without TensorFlow."""
-    for path in ["model/network.py", "train/loop.py", "train/dataset.py", "model/engine.py"]:
+    for path in ["model/network.py", "train/loop.py", "train/dataset.py", "train/evaluate.py", "model/engine.py"]:
         source = (ROOT / path).read_text()
         lines = [l for l in source.splitlines() if "import tensorflow" in l]
         # engine/loop may name the TF device or compile for it, only behind a backend check

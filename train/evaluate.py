@@ -23,7 +23,10 @@ def total_nats(model, ids: np.ndarray, seq_length: int, batch_size: int) -> tupl
     x, y = dataset.windows(ids, seq_length)
     total = 0.0
     for i in range(0, len(x), batch_size):
-        logits = model.predict_on_batch(x[i:i + batch_size])
+        rows = len(x[i:i + batch_size])
+        batch = np.zeros((batch_size, seq_length), x.dtype)  # one shape: compiled once
+        batch[:rows] = x[i:i + batch_size]
+        logits = model.predict_on_batch(batch)[:rows]
         total += float(np.sum(keras.ops.convert_to_numpy(
             keras.losses.sparse_categorical_crossentropy(y[i:i + batch_size], logits, from_logits=True))))
     return total, y.size
