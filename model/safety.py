@@ -47,9 +47,9 @@ def clean_word(word: str) -> str:
     return word
 
 
-def _matches(token: str, pattern: tuple[tuple[str, int], ...]) -> bool:
-    """Whether `token` (already mapped and lower case) spells the word of `pattern` plus a suffix."""
-    token_runs = runs(token)
+def _matches(token: str, token_runs, pattern: tuple[tuple[str, int], ...]) -> bool:
+    """Whether `token` (already mapped and lower case; `token_runs` its runs) spells the word of
+    `pattern` plus a plural ending."""
     if len(token_runs) < len(pattern):
         return False
     for (c, n), (want, least) in zip(token_runs, pattern):
@@ -97,12 +97,20 @@ class WordFilter:
 
     def _blocked(self, token: str) -> bool:
         token = token.translate(LOOKALIKES)
-        return any(_matches(token, p) for p in _patterns(self.words) if p[0][0] == token[0])
+        patterns = _patterns(self.words).get(token[0])
+        if not patterns:
+            return False
+        token_runs = runs(token)
+        return any(_matches(token, token_runs, p) for p in patterns)
 
 
 @lru_cache(maxsize=256)
-def _patterns(words: frozenset[str]) -> tuple[tuple[tuple[str, int], ...], ...]:
-    return tuple(runs(w) for w in words)
+def _patterns(words: frozenset[str]) -> dict[str, tuple[tuple[tuple[str, int], ...], ...]]:
+    """The words' letter runs by first letter: a token is compared only with words it could be."""
+    index: dict[str, list] = {}
+    for word in words:
+        index.setdefault(word[0], []).append(runs(word))
+    return {first: tuple(patterns) for first, patterns in index.items()}
 
 
 @lru_cache(maxsize=1)
