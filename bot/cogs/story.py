@@ -232,19 +232,14 @@ class StoryCog(commands.Cog):
         if not (START_LIMITS[0] <= len(start.strip()) and len(start) <= START_LIMITS[1]):
             raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
         request = await self._request(interaction, start, length or settings.story_length, seed, settings)
-        try:
-            await interaction.response.defer(thinking=True)
-            story = await self._stream(interaction, request)
-            # Stored first, then shown: no display error can cost a finished tale. The generator
-            # never writes a blocked word; masking here is the last line of defence.
-            tale = await bot.gallery.add(
+
+        async def store(text: str, story) -> Tale:
+            return await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start,
-                text=word_filter(request.blocked_words).mask(story.text), temperature=request.temperature,
+                author_name=user.display_name, start=start, text=text, temperature=request.temperature,
                 seed=story.seed, model=story.model, card_hash=story.card_hash)
-        except BaseException:
-            self.cooldowns.give_back(guild_id, user.id)
-            raise
+
+        tale = await self.write(interaction, request, store)
         await self._show(interaction, tale)
         return tale
 
@@ -258,23 +253,41 @@ class StoryCog(commands.Cog):
         if tale.chapters >= settings.max_chapters:
             raise MemberError(f"This tale has all the chapters it may have ({settings.max_chapters}; see /settings).")
         chapters = await bot.gallery.chapters(guild_id, tale.id)
-        start = continuation_start(tale.text + "".join(c.text for c in chapters), bot.generator.config.max_prompt)
-        length = len(bot.generator.vocab.fold(start)) + settings.story_length  # as the model reads the start
-        request = await self._request(interaction, start, length, None, settings)
-        try:
-            await interaction.response.defer(thinking=True)
-            skip = len(bot.generator.vocab.normalisation.for_reading(request.start))
-            story = await self._stream(interaction, request, skip)
+        request = await self.continuation(interaction, tale.text + "".join(c.text for c in chapters),
+                                          settings.story_length, settings)
+
+        async def store(text: str, story) -> Chapter:
             [chapter] = await bot.gallery.add_chapters(
-                guild_id, tale.id, [("chapter", user.id, user.display_name,
-                                     word_filter(request.blocked_words).mask(story.text[skip:]), story.seed)],
+                guild_id, tale.id, [("chapter", user.id, user.display_name, text, story.seed)],
                 limit=settings.max_chapters)
-        except BaseException:
-            self.cooldowns.give_back(guild_id, user.id)
-            raise
+            return chapter
+
+        chapter = await self.write(interaction, request, store, continuing=True)
         tale = await bot.gallery.get(guild_id, tale.id)
         await self._show(interaction, tale, chapter_embed(tale, chapter))
         return chapter
+
+    async def continuation(self, interaction: discord.Interaction, so_far: str, new: int, settings) -> StoryRequest:
+        """A request that writes `new` characters on from the end of `so_far`."""
+        generator = self.bot.generator
+        start = continuation_start(so_far, generator.config.max_prompt)
+        length = len(generator.vocab.fold(start)) + new  # as the model reads the start
+        return await self._request(interaction, start, length, None, settings)
+
+    async def write(self, interaction: discord.Interaction, request: StoryRequest, store, continuing: bool = False):
+        """Defer, stream the story, and store what was written (`await store(text, story)`) as
+        soon as it is done; a failure gives the member's turn back. Stored first, then shown: no
+        display error can cost a finished tale. When `continuing`, the context the model was
+        primed with is neither shown again nor stored again. The generator never writes a
+        blocked word; masking here is the last line of defence."""
+        skip = len(self.bot.generator.vocab.normalisation.for_reading(request.start)) if continuing else 0
+        try:
+            await interaction.response.defer(thinking=True)
+            story = await self._stream(interaction, request, skip)
+            return await store(word_filter(request.blocked_words).mask(story.text[skip:]), story)
+        except BaseException:
+            self.cooldowns.give_back(interaction.guild_id, interaction.user.id)
+            raise
 
     async def _show(self, interaction: discord.Interaction, tale: Tale, embed: discord.Embed | None = None) -> None:
         try:

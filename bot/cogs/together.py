@@ -8,11 +8,10 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, START_LIMITS, _TaleButton, continuation_start,
-                            story_view, tale_embed)
+from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, START_LIMITS, _TaleButton, story_view, tale_embed
 from bot.db import TOGETHER_MAX_PARTS, Chapter, Tale, TaleFinished
 from bot.errors import NO_MENTIONS, MemberError, answer_error
-from model.generator import InvalidRequest, StoryRequest, word_filter
+from model.generator import InvalidRequest, StoryRequest
 
 LINE_LIMIT = 300
 BOT_AUTHOR = (0, "Quill")
@@ -96,17 +95,14 @@ class TogetherCog(commands.Cog):
         bot, user = self.bot, interaction.user
         settings = await bot.guild_settings.get(interaction.guild_id)
         request = await self.writer._request(interaction, start, settings.together_length, None, settings)
-        try:
-            await interaction.response.defer(thinking=True)
-            story = await self.writer._stream(interaction, request)
-            tale = await bot.gallery.add(
+
+        async def store(text: str, story) -> Tale:
+            return await bot.gallery.add(
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=word_filter(request.blocked_words).mask(story.text),
-                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
-                together=True)
-        except BaseException:
-            self.writer.cooldowns.give_back(interaction.guild_id, user.id)
-            raise
+                author_name=user.display_name, start=start, text=text, temperature=request.temperature,
+                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True)
+
+        tale = await self.writer.write(interaction, request, store)
         opening = tale_embed(tale)
         opening.set_footer(text=f"tale #{tale.id} · written together: press Add a line to take a turn")
         try:
@@ -139,21 +135,15 @@ class TogetherCog(commands.Cog):
         StoryRequest(line, blocked_words=words).validated(bot.generator.vocab, bot.generator.config)  # as a start
         line = "\n\n" + line.strip()  # a member's line starts a paragraph of its own
         chapters = await bot.gallery.chapters(guild_id, tale.id)
-        start = continuation_start(tale.text + "".join(c.text for c in chapters) + line,
-                                   bot.generator.config.max_prompt)
-        length = len(bot.generator.vocab.fold(start)) + settings.together_length
-        request = await self.writer._request(interaction, start, length, None, settings)
-        try:
-            await interaction.response.defer(thinking=True)
-            skip = len(bot.generator.vocab.normalisation.for_reading(request.start))
-            story = await self.writer._stream(interaction, request, skip)
-            parts = await bot.gallery.add_chapters(
-                guild_id, tale.id, [("line", user.id, user.display_name, line, 0),
-                                    ("reply", *BOT_AUTHOR, word_filter(words).mask(story.text[skip:]), story.seed)],
+        request = await self.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters) + line,
+                                                 settings.together_length, settings)
+
+        async def store(text: str, story) -> list[Chapter]:
+            return await bot.gallery.add_chapters(
+                guild_id, tale.id, [("line", user.id, user.display_name, line, 0), ("reply", *BOT_AUTHOR, text, story.seed)],
                 limit=TOGETHER_MAX_PARTS)
-        except BaseException:
-            self.writer.cooldowns.give_back(guild_id, user.id)
-            raise
+
+        parts = await self.writer.write(interaction, request, store, continuing=True)
         await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
                                                  view=together_view(tale), allowed_mentions=NO_MENTIONS)
         return parts[0], parts[1]
