@@ -101,6 +101,9 @@ def add_eval(sub) -> None:
                    help="all of each file, or only its validation block (the last --val-fraction)")
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--window", type=int, default=None, metavar="N",
+                   help="characters per fresh-state window (default: the bundle's training windows, as its "
+                        "validation measures); a story keeps its state for its whole length")
     p.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
@@ -109,12 +112,14 @@ def cmd_eval(args) -> int:
     from train.corpus import read_corpus, split
     from train.evaluate import evaluate_texts
 
+    if args.window is not None and args.window < 2:
+        raise ValueError(f"--window must be at least 2 characters, not {args.window}")
     bundle = load_bundle(Path(args.model or default_model()))
     files = read_corpus(args.corpus, bundle.vocab.normalisation, args.encoding)
     texts = [split(f.text, args.val_fraction)[1] if args.part == "val" else f.text for f in files]
-    seq_length = bundle.card.get("hyperparameters", {}).get("seq_length", 100)
+    window = args.window or bundle.card.get("hyperparameters", {}).get("seq_length", 100)
     result = {"model": bundle.name, "bundle": str(bundle.path), "files": len(files), "part": args.part,
-              **evaluate_texts(bundle.model, bundle.vocab, texts, seq_length)}
+              "window": window, **evaluate_texts(bundle.model, bundle.vocab, texts, window)}
     print_result(result, args.json)
     return 0
 

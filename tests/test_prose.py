@@ -160,6 +160,22 @@ def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, cap
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_quill_eval_window_gives_the_model_more_context(tiny_bundle, tiny_corpus, capsys):
+    from cli import main
+
+    base = ["eval", "--model", str(tiny_bundle), "--corpus", str(tiny_corpus), "--json"]
+    assert main(base) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert main(base + ["--window", "400"]) == 0
+    long = json.loads(capsys.readouterr().out)
+    assert (short["window"], long["window"]) == (json.loads((tiny_bundle / "card.json").read_text())
+                                                 ["hyperparameters"]["seq_length"], 400)
+    # Fewer characters are predicted from a fresh state, so each costs fewer bits on average.
+    assert long["bits_per_char"] < short["bits_per_char"]
+    assert main(base + ["--window", "1"]) == 2
+    assert "--window must be at least 2 characters, not 1" in capsys.readouterr().err
+
+
 def test_recipe_file_trains_with_its_corpus_and_options(tiny_corpus, tmp_path, capsys):
     from cli import main
 
