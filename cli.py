@@ -47,7 +47,9 @@ def add_train(sub) -> None:
                ("--epoch-chars", int, d.epoch_chars, "training chars per epoch (0: one full pass)"),
                ("--init-from", str, "none", "a bundle folder whose weights start the run"),
                ("--blocklist", str, d.blocklist, "drop paragraphs with blocked words: shipped, a list file, or none"),
-               ("--min-char-count", int, d.min_char_count, "rarer characters are folded or dropped")]
+               ("--min-char-count", int, d.min_char_count, "rarer characters are folded or dropped"),
+               ("--average-epochs", int, d.average_epochs,
+                "the bundle is the mean of the last N epochs' weights when that validates better")]
     for flag, kind, default, text in options:
         p.add_argument(flag, type=kind, default=None, help=f"{text + '; ' if text else ''}default {default}")
     p.add_argument("--cell", choices=("gru", "lstm"), default=None, help=f"default {d.cell}")

@@ -187,3 +187,45 @@ def test_shipped_default_model_is_small_plain_and_consistent():
     bundle = load_bundle(shipped)
     assert bundle.card["val_bpc"] < 1.80  # better than the seed recipe's best on the same split
     assert bundle.vocab.prepare("Harry Potter looked at Snape.") == "Harry Potter looked at Snape."
+
+
+def _mean_of(out, epochs):
+    import keras
+
+    model = keras.saving.load_model(out / "checkpoints" / "last.keras")
+    weights = []
+    for epoch in epochs:
+        model.load_weights(out / "checkpoints" / f"epoch-{epoch}.weights.h5")
+        weights.append(model.get_weights())
+    return [np.mean(layer, axis=0) for layer in zip(*weights)]
+
+
+def test_average_epochs_bundles_the_mean_only_when_it_validates_better(tiny_corpus, tiny_config, tmp_path):
+    from train.loop import train
+
+    out = tmp_path / "avg"
+    train([tiny_corpus], out, replace(tiny_config, epochs=4, average_epochs=3), log=lambda *a: None)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "epoch-2.weights.h5", "epoch-3.weights.h5", "epoch-4.weights.h5", "last.keras", "state.json"]
+    card = json.loads((out / "card.json").read_text())
+    mean, best_epoch = card["average_of_epochs"], min(h["val_bpc"] for h in card["history"])
+    assert mean["epochs"] == [2, 3, 4]
+    assert mean["in_bundle"] == (mean["val_bpc"] < best_epoch)
+    assert card["val_bpc"] == min(mean["val_bpc"], best_epoch)
+    if mean["in_bundle"]:
+        for ours, theirs in zip(load_bundle(out).model.get_weights(), _mean_of(out, [2, 3, 4])):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+    # An epoch at a ruinous rate spoils the mean: the bundle keeps what it had.
+    first = card
+    before = load_bundle(out).model.get_weights()
+    train([tiny_corpus], out, resume=True, overrides={"epochs": 5, "learning_rate": 5.0, "average_epochs": 2},
+          log=lambda *a: None)
+    card = json.loads((out / "card.json").read_text())
+    assert card["average_of_epochs"]["epochs"] == [4, 5] and not card["average_of_epochs"]["in_bundle"]
+    assert not (out / "checkpoints" / "epoch-3.weights.h5").exists()
+    for ours, theirs in zip(load_bundle(out).model.get_weights(), before):
+        np.testing.assert_array_equal(ours, theirs)
+    assert card["val_bpc"] == first["val_bpc"]  # the card still describes what the bundle holds
+    with pytest.raises(ValueError, match="--average-epochs must be at least 1"):
+        train([tiny_corpus], tmp_path / "bad", replace(tiny_config, average_epochs=0))

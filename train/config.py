@@ -13,7 +13,7 @@ from pathlib import Path
 @dataclass
 class TrainConfig:
     # May change on --resume:
-    RESUMABLE = ("epochs", "max_steps", "minutes", "learning_rate", "schedule", "patience")
+    RESUMABLE = ("epochs", "max_steps", "minutes", "learning_rate", "schedule", "patience", "average_epochs")
 
     seq_length: int = 100
     batch_size: int = 64
@@ -38,6 +38,7 @@ class TrainConfig:
     init_from: str = ""  # a bundle whose weights start the run (characters matched by name)
     blocklist: str = "shipped"  # drop paragraphs with blocked words: "shipped", a list file, or "none"
     min_char_count: int = 1  # rarer characters are folded to a plain form or dropped
+    average_epochs: int = 1  # the bundle is the mean of the last N epochs' weights if that validates better
 
     def check(self) -> "TrainConfig":
         problems = []
@@ -67,6 +68,8 @@ class TrainConfig:
                             "positive rates")
         if self.min_char_count < 1:
             problems.append("--min-char-count must be at least 1")
+        if self.average_epochs < 1:
+            problems.append("--average-epochs must be at least 1 (1: the best epoch alone)")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -31,6 +31,7 @@ from train.evaluate import evaluate_texts
 LN2 = math.log(2)
 CHECKPOINTS = "checkpoints"
 LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
+EPOCH = "epoch-{}.weights.h5"  # kept for the last --average-epochs epochs
 
 
 def compile_model(model, config: TrainConfig):
@@ -117,6 +118,9 @@ class Checkpointer(keras.callbacks.Callback):
         elif epoch + 1 - s["best"]["epoch"] >= self.config.patience:
             s["stopped"] = f"early stop: no better validation loss for {self.config.patience} epochs"
             self.model.stop_training = True
+        if self.config.average_epochs > 1:
+            _save_atomic(self.dir / EPOCH.format(epoch + 1), self.model.save_weights)
+            (self.dir / EPOCH.format(epoch + 1 - self.config.average_epochs)).unlink(missing_ok=True)
         _save_atomic(self.dir / LAST, self.model.save)
         write_json_atomic(self.dir / STATE, s)
         print(f"epoch {epoch + 1}: loss {record['loss']:.4f}  val {val:.4f} nats = {val / LN2:.3f} bits/char"
@@ -183,6 +187,22 @@ def epoch_order(n_windows: int, per_epoch: int, epoch: int, seed: int) -> np.nda
         parts.append(np.random.default_rng([seed, rounds]).permutation(n_windows)[offset:offset + take])
         pos += take
     return np.concatenate(parts)
+
+
+def average_last_epochs(model, out: Path, state: dict, config: TrainConfig, val_x, val_y) -> dict | None:
+    """Put the mean of the last --average-epochs epochs' weights in the model and validate it.
+    Late in a run the weights wander around a minimum; their mean sits nearer it (as in SWA)."""
+    epochs = list(range(state["epoch"] - config.average_epochs + 1, state["epoch"] + 1))
+    paths = [out / CHECKPOINTS / EPOCH.format(e) for e in epochs]
+    if config.average_epochs < 2 or epochs[0] < 1 or not all(p.is_file() for p in paths):
+        return None
+    weights = []
+    for path in paths:
+        model.load_weights(path)
+        weights.append(model.get_weights())
+    model.set_weights([np.mean(layer, axis=0) for layer in zip(*weights)])
+    val = float(model.evaluate(val_x, val_y, batch_size=config.batch_size, verbose=0))
+    return {"epochs": epochs, "val_loss": val, "val_bpc": val / LN2}
 
 
 def init_weights(model, source_dir, vocab: Vocabulary) -> dict:
@@ -291,9 +311,18 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         raise
     state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.monotonic() - started
     best_weights = out / CHECKPOINTS / BEST
+    average = state["best"] and average_last_epochs(model, out, state, config, val_x, val_y)
+    use_average = bool(average) and average["val_loss"] < state["best"]["val_loss"]
+    if average:
+        log(f"mean of epochs {average['epochs'][0]}-{average['epochs'][-1]}: validation "
+            f"{average['val_bpc']:.3f} bits/char, best epoch {state['best']['val_bpc']:.3f}: "
+            f"{'the mean' if use_average else 'the best epoch'} goes in the bundle")
     if state["best"] is None:  # stopped before the first validation: measure what we have
         val = float(model.evaluate(val_x, val_y, batch_size=config.batch_size, verbose=0))
         state["best"] = {"epoch": 0, "loss": None, "val_loss": val, "val_bpc": val / LN2}
+    elif use_average:  # the mean is in the model; it is now the one to beat, on resume too
+        state["best"] = {"epoch": state["epoch"], "loss": None, "val_loss": average["val_loss"],
+                         "val_bpc": average["val_bpc"], "mean_of_epochs": average["epochs"]}
     elif best_weights.is_file():
         model.load_weights(best_weights)  # restore the best epoch
     else:  # resumed, and no epoch beat the bundle already written: that bundle is the best
@@ -325,6 +354,8 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         "versions": versions(),
         "params": int(model.count_params()),
     }
+    if average:
+        card["average_of_epochs"] = {**average, "in_bundle": use_average}
     if "init_from" in state:
         card["init_from"] = state["init_from"]
     if state["recipe"]:
@@ -335,8 +366,10 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                                 **evaluate_texts(model, vocab, [f.text for f in held], config.seq_length,
                                                  config.batch_size)}
     save_bundle(out, model, vocab, card)
-    best_weights.unlink(missing_ok=True)  # the bundle holds them now; resume needs only last.keras
-    log(f"bundle written to {out}: best epoch {card['best_epoch']}, validation "
+    best_weights.unlink(missing_ok=True)  # the bundle holds them; resume needs last.keras (and epoch-N)
+    which = (f"mean of epochs {average['epochs'][0]}-{average['epochs'][-1]}" if use_average
+             else f"best epoch {card['best_epoch']}")
+    log(f"bundle written to {out}: {which}, validation "
         f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char, "
         f"{card['val_bits_per_word']:.2f} bits/word ({card['stopped']})"
         + (f"; unseen books {card['unseen_books']['bits_per_char']:.3f} bits/char, "
