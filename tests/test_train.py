@@ -229,3 +229,22 @@ def test_average_epochs_bundles_the_mean_only_when_it_validates_better(tiny_corp
     assert card["val_bpc"] == first["val_bpc"]  # the card still describes what the bundle holds
     with pytest.raises(ValueError, match="--average-epochs must be at least 1"):
         train([tiny_corpus], tmp_path / "bad", replace(tiny_config, average_epochs=0))
+
+
+def test_each_checkpoint_records_the_wall_time_so_far(tiny_corpus, tiny_config, tmp_path, monkeypatch):
+    # A run that is killed keeps the time it trained: the resumed card counts it.
+    from train import loop
+
+    written = []
+    real = loop.write_json_atomic
+    monkeypatch.setattr(loop, "write_json_atomic", lambda path, data: (written.append(json.loads(json.dumps(data))),
+                                                                       real(path, data)))
+    out = tmp_path / "timed"
+    loop.train([tiny_corpus], out, replace(tiny_config, epochs=2), log=lambda *a: None)
+    per_epoch = [s for s in written if "history" in s][:2]
+    for state in per_epoch:
+        assert state["wall_seconds"] >= sum(h["seconds"] for h in state["history"]) > 0
+    first = per_epoch[0]["wall_seconds"]
+    loop.train([tiny_corpus], out, resume=True, overrides={"epochs": 3}, log=lambda *a: None)
+    card = json.loads((out / "card.json").read_text())
+    assert card["wall_seconds"] >= first + card["history"][2]["seconds"]

@@ -85,6 +85,7 @@ class Checkpointer(keras.callbacks.Callback):
         super().__init__()
         self.dir, self.state, self.config = out / CHECKPOINTS, state, config
         self.started, self.steps_per_epoch = started, steps_per_epoch
+        self.wall_before = state.get("wall_seconds", 0.0)  # earlier sessions of a resumed run
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -111,6 +112,7 @@ class Checkpointer(keras.callbacks.Callback):
                   "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
         s["history"].append(record)
         s["epoch"] = epoch + 1
+        s["wall_seconds"] = self.wall_before + time.monotonic() - self.started  # kept if the run is killed
         improved = s["best"] is None or val < s["best"]["val_loss"]
         if improved:
             s["best"] = record
@@ -292,8 +294,8 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     per_epoch = math.ceil(config.epoch_chars / config.seq_length) if config.epoch_chars else len(train_x)
     steps_per_epoch = math.ceil(per_epoch / config.batch_size)
     started = time.monotonic()
-    callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch),
-                 Checkpointer(out, state, config, started, steps_per_epoch)]
+    checkpointer = Checkpointer(out, state, config, started, steps_per_epoch)
+    callbacks = [Progress(config.batch_size * config.seq_length, steps_per_epoch), checkpointer]
     try:
         while state["epoch"] < config.epochs and not state["stopped"]:
             epoch = state["epoch"]
@@ -309,7 +311,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         if created_out and state["epoch"] == 0:
             shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping was written
         raise
-    state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.monotonic() - started
+    state["wall_seconds"] = checkpointer.wall_before + time.monotonic() - started
     best_weights = out / CHECKPOINTS / BEST
     average = state["best"] and average_last_epochs(model, out, state, config, val_x, val_y)
     use_average = bool(average) and average["val_loss"] < state["best"]["val_loss"]
