@@ -316,7 +316,8 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     average = state["best"] and average_last_epochs(model, out, state, config, val_x, val_y)
     use_average = bool(average) and average["val_loss"] < state["best"]["val_loss"]
     if average:
-        log(f"mean of epochs {average['epochs'][0]}-{average['epochs'][-1]}: validation "
+        mean_name = f"mean of epochs {average['epochs'][0]}-{average['epochs'][-1]}"
+        log(f"{mean_name}: validation "
             f"{average['val_bpc']:.3f} bits/char, best epoch {state['best']['val_bpc']:.3f}: "
             f"{'the mean' if use_average else 'the best epoch'} goes in the bundle")
     if state["best"] is None:  # stopped before the first validation: measure what we have
@@ -369,8 +370,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
                                                  config.batch_size)}
     save_bundle(out, model, vocab, card)
     best_weights.unlink(missing_ok=True)  # the bundle holds them; resume needs last.keras (and epoch-N)
-    which = (f"mean of epochs {average['epochs'][0]}-{average['epochs'][-1]}" if use_average
-             else f"best epoch {card['best_epoch']}")
+    which = mean_name if use_average else f"best epoch {card['best_epoch']}"
     log(f"bundle written to {out}: {which}, validation "
         f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char, "
         f"{card['val_bits_per_word']:.2f} bits/word ({card['stopped']})"
