@@ -105,14 +105,15 @@ def add_eval(sub) -> None:
     p.add_argument("--encoding", default="utf-8")
     p.add_argument("--window", type=int, default=None, metavar="N",
                    help="characters per fresh-state window (default: the bundle's training windows, as its "
-                        "validation measures); a story keeps its state for its whole length")
+                        "validation measures); figures in 2,000-character windows, a story's length, "
+                        "are printed beside them")
     p.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
 def cmd_eval(args) -> int:
     from model.bundle import load_bundle
     from train.corpus import read_corpus, split
-    from train.evaluate import evaluate_texts
+    from train.evaluate import evaluate_story_lengths
 
     if args.window is not None and args.window < 2:
         raise ValueError(f"--window must be at least 2 characters, not {args.window}")
@@ -121,7 +122,7 @@ def cmd_eval(args) -> int:
     texts = [split(f.text, args.val_fraction)[1] if args.part == "val" else f.text for f in files]
     window = args.window or bundle.card.get("hyperparameters", {}).get("seq_length", 100)
     result = {"model": bundle.name, "bundle": str(bundle.path), "files": len(files), "part": args.part,
-              "window": window, **evaluate_texts(bundle.model, bundle.vocab, texts, window)}
+              "window": window, **evaluate_story_lengths(bundle.model, bundle.vocab, texts, window)}
     print_result(result, args.json)
     return 0
 

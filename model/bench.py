@@ -88,7 +88,7 @@ async def _measure(model_dir: Path, length: int) -> dict:
         async def one(seed: int) -> tuple[int, float]:
             t = time.perf_counter()
             story = await generator.generate(StoryRequest(PROMPT, length, seed=seed))
-            return len(story.text) - len(PROMPT), time.perf_counter() - t
+            return len(story.written), time.perf_counter() - t
 
         single = [await one(s) for s in range(5)]
         result["one_request_chars_per_s"] = round(statistics.median(c / s for c, s in single))
@@ -207,7 +207,7 @@ async def _filter_stories(model_dir: Path, stories: int, temperature: float, sta
             for request in requests[:5]:
                 t = time.perf_counter()
                 story = await generator.generate(request)
-                one.append((len(story.text) - len(request.start)) / (time.perf_counter() - t))
+                one.append(len(story.written) / (time.perf_counter() - t))
             rates, told = [], []
             for _ in range(REPEATS):
                 t = time.perf_counter()

@@ -51,7 +51,7 @@ class _Pending:
     def __init__(self, rid: int, request: StoryRequest):
         self.rid, self.request = rid, request
         self.events: asyncio.Queue = asyncio.Queue()
-        self.streamed = ""
+        self.streamed = request.context  # model text told so far (the context never is)
         self.position = 0
         self.started = time.monotonic()
 
@@ -183,9 +183,11 @@ class StoryGenerator:
             return
         del self._running[pending.rid]
         if kind == "done":
+            request = pending.request
             tail = text[len(pending.streamed):] if text.startswith(pending.streamed) else ""
-            story = Story(read(text), pending.request, time.monotonic() - pending.started,
-                          self.info.get("model", self.bundle.name), self.info.get("card_hash", ""), filtered)
+            story = Story(read(text[len(request.context):]), len(read(request.start)), request,
+                          time.monotonic() - pending.started, self.info.get("model", self.bundle.name),
+                          self.info.get("card_hash", ""), filtered)
             pending.events.put_nowait(StoryEvent(text=read(tail), story=story))
         else:
             pending.events.put_nowait(InvalidRequest(text))

@@ -26,8 +26,8 @@ class GeneratorConfig:
     model: Path
     max_batch: int = 64  # rows written at once
     queue_size: int = 32  # requests that may wait for a row; more -> GeneratorBusy
-    max_length: int = 2500  # a chapter: up to max_prompt of the tale so far, then up to 1,900 new
-    max_prompt: int = 500
+    max_length: int = 2000  # new characters a request may ask for
+    max_prompt: int = 500  # characters of start, and of context, each
     max_temperature: float = 5.0
     timeout: float = 120.0  # seconds per request, waiting included
     flush_chars: int = 64  # stream a chunk when this much text is ready...
@@ -61,13 +61,21 @@ class StoryTimeout(GeneratorError):
 
 @dataclass(frozen=True)
 class StoryRequest:
+    """`start` is a member's text, normalised once here; `context` is the tale so far, already model
+    text (a tale's own words, never normalised again), primed before the start and not told again."""
     start: str
-    length: int = 1000  # target length of the whole tale, start included
+    length: int = 1000  # new characters to write after the start
     temperature: float = 0.5
     seed: int | None = None  # None: a random one, reported with the story
     top_k: int = 0
     top_p: float = 1.0
     blocked_words: tuple[str, ...] = ()  # the server's own, on top of the shipped list
+    context: str = ""
+
+    @property
+    def prime(self) -> str:
+        """What the model reads before it writes."""
+        return self.context + self.start
 
     def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
         """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest naming
@@ -79,7 +87,7 @@ class StoryRequest:
             raise InvalidRequest(f"temperature must be above 0 and at most {config.max_temperature:g} "
                                  f"(got {temperature:g})")
         if not _is_int(self.length) or not 1 <= self.length <= config.max_length:
-            raise InvalidRequest(f"length must be a whole number from 1 to {config.max_length} (got {self.length!r})")
+            raise InvalidRequest(f"length must be a whole number from 1 to {config.max_length} (got {self.length!r:.40})")
         if not _is_int(self.top_k) or not 0 <= self.top_k <= MAX_TOP_K:
             raise InvalidRequest(f"top_k must be a whole number from 0 to {MAX_TOP_K} (got {self.top_k!r:.40})")
         top_p = _number("top_p", self.top_p)
@@ -93,15 +101,22 @@ class StoryRequest:
             blocked = tuple(sorted({clean_word(w) for w in self.blocked_words}))
         except ValueError as e:
             raise InvalidRequest(f"blocked_words: {e}") from None
+        if not isinstance(self.context, str):
+            raise InvalidRequest(f"the context must be text (got {type(self.context).__name__})")
         if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
             raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
-        if word_filter(blocked).spans(vocab.fold(self.start)):  # in general terms: the refusal is no echo
+        if len(self.context) > config.max_prompt:
+            raise InvalidRequest(f"the context is {len(self.context):,} characters; the most is {config.max_prompt}")
+        unknown = vocab.unknown(self.context)
+        if unknown:
+            raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
+        start = vocab.fold(vocab.normalisation.apply(self.start))  # a member's text: normalised here, once
+        if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
             raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
-        try:
-            start = vocab.prepare(self.start)
-        except UnknownCharacters as e:
-            raise InvalidRequest(str(e)) from None
-        if not start.strip():  # invisible characters normalise away
+        unknown = vocab.unknown(start)
+        if unknown:
+            raise InvalidRequest(str(UnknownCharacters(unknown)))
+        if not (start.strip() or self.context):  # invisible characters normalise away
             raise InvalidRequest("the start text is empty")
         if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
             raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
@@ -132,7 +147,8 @@ def _number(name: str, value) -> float:
 
 @dataclass(frozen=True)
 class Story:
-    text: str
+    text: str  # as readers see it: the start, then what was written (never the context)
+    begins: int  # where in `text` the new writing begins
     request: StoryRequest
     seconds: float
     model: str
@@ -142,6 +158,10 @@ class Story:
     @property
     def seed(self) -> int:
         return self.request.seed
+
+    @property
+    def written(self) -> str:
+        return self.text[self.begins:]
 
 
 @lru_cache(maxsize=1024)
@@ -157,25 +177,31 @@ class _Row:
     def __init__(self, rid: int, request: StoryRequest, flush_seconds: float):
         self.rid, self.request = rid, request
         self.rng = np.random.default_rng(request.seed)
-        self.end = StoryEnd(request.length)
-        self.text = request.start
-        self.sent = 0  # characters already streamed
+        self.text = request.prime
+        self.primed = len(self.text)
+        self.end = StoryEnd(request.length, self.primed)
+        self.sent = len(request.context)  # characters already streamed: the context is not told again
         self.last_flush = time.monotonic() - flush_seconds  # the first word goes out at once
         self.filter = word_filter(request.blocked_words)
-        self.checked = len(request.start)  # every complete word before here is clean
+        self.checked = self.primed  # every complete word before here is clean
         self.banned: dict[int, set[int]] = {}  # position -> ids the filter took away there
         self.filtered = 0
 
     def blocked_at(self) -> int | None:
         """Where a blocked word that the new text completes begins (a word is complete once a
-        character follows it); None when all is clean."""
+        character follows it); None when all is clean. Looked at after every character that may
+        end a word, as if the text had been checked one character at a time, so the answer does
+        not depend on where runs end ("weed!" ends a word that "weed!r" would continue)."""
         text = self.text
         begin = self.checked
-        while begin > len(self.request.start) and text[begin - 1].isalnum():
+        while begin > self.primed and text[begin - 1].isalnum():
             begin -= 1  # back to the start of a word that was still being written
-        for a, b in self.filter.spans(text[begin:]):
-            if begin + b < len(text):
-                return begin + a
+        for end in range(self.checked + 1, len(text) + 1):
+            if text[end - 1].isalnum() or text[end - 1] in "@$":
+                continue  # inside a word: nothing new is complete
+            for a, b in self.filter.spans(text[begin:end]):
+                if begin + b < end:
+                    return begin + a
         self.checked = len(text)
         return None
 
@@ -187,7 +213,7 @@ class _Row:
         self.text = self.text[:position]
         self.checked = position
         self.rng = np.random.default_rng(self.request.seed)
-        self.rng.bit_generator.advance(position - len(self.request.start))  # one draw per character
+        self.rng.bit_generator.advance(position - self.primed)  # one draw per character
 
 
 class Scheduler:
@@ -219,7 +245,7 @@ class Scheduler:
         for rid, request in joining:
             try:  # the client validates requests; this guards the process against any it missed
                 request.validated(self.vocab, self.limits)
-                prompt = self.vocab.encode(request.start)
+                prompt = self.vocab.encode(request.prime)
                 row = _Row(rid, request, self.flush_seconds)
             except (InvalidRequest, TypeError, ValueError, OverflowError) as e:
                 errors.append(("error", rid, str(e) if isinstance(e, InvalidRequest) else f"invalid request: {e}"))
@@ -244,7 +270,7 @@ class Scheduler:
         Where the filter rewound the row, the ids it took away. Masking the draw keeps the story
         deterministic per seed."""
         position = len(row.text)
-        if position == len(row.request.start) and row.request.start[-1].isalpha():
+        if position == row.primed and row.text[-1].isalpha():
             logits[self.letters] = -np.inf
         for i in row.banned.get(position, ()):
             logits[i] = -np.inf
@@ -281,12 +307,15 @@ class Scheduler:
         for i, row in enumerate(self.rows):
             checked = len(row.text)
             row.text += "".join(self.chars[ids[i]])
-            if self.limits.check_words and self._filter(i, row):
-                continue  # rewound: it writes from there on the next run
-            stop = len(row.text) if row.filtered > MAX_FILTERED else row.end.stop(row.text, checked)
+            rewound = self.limits.check_words and self._filter(i, row)
+            # A rewind keeps the text before the blocked word, and a sentence end there still ends
+            # the story, as it would have in shorter runs.
+            stop = len(row.text) if row.filtered > MAX_FILTERED else row.end.stop(row.text, min(checked, len(row.text)))
             if stop is not None:
                 out.append(("done", row.rid, row.end.finish(row.text[:stop]), row.filtered))
                 keep[i] = False
+            elif rewound:
+                continue  # it writes on from there in the next run
             elif now - row.last_flush >= self.flush_seconds or len(row.text) - row.sent >= self.flush_chars:
                 # Stream whole words only: the hard length limit may still cut a partial one.
                 upto = max(row.text.rfind(" "), row.text.rfind("\n")) + 1

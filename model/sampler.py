@@ -33,13 +33,14 @@ def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np):
 
 
 class StoryEnd:
-    """Stop at the first sentence end once 90% of the target is written, never more than 15% (or
-    40 characters, whichever is more) past the target; with no sentence end in reach, at a word break."""
+    """Stop at the first sentence end once 90% of the `length` new characters are written, never more
+    than 15% (or 40 characters, whichever is more) past it; with no sentence end in reach, at a word
+    break. Positions count from the start of the text, whose first `begins` characters were given."""
 
-    def __init__(self, target: int):
-        self.target = target
-        self.soft = int(target * 0.9)
-        self.hard = target + max(OVERRUN_MIN, int(target * OVERRUN_SHARE))
+    def __init__(self, length: int, begins: int = 0):
+        self.begins = begins
+        self.soft = begins + int(length * 0.9)
+        self.hard = begins + length + max(OVERRUN_MIN, int(length * OVERRUN_SHARE))
 
     def stop(self, text: str, since: int = 0) -> int | None:
         """The length at which the story ends, looking only past the first `since` characters
@@ -59,7 +60,7 @@ class StoryEnd:
         """The story as shown: cut back to the last whole word if the hard limit stopped it."""
         if len(text) >= self.hard and not text[-1].isspace():
             cut = max(text.rfind(" "), text.rfind("\n"))
-            if cut > 0:
+            if cut > self.begins:
                 text = text[:cut]
         return text.rstrip()
 

@@ -31,45 +31,39 @@ def normalise_typography(text: str) -> str:
     return text.translate(_TYPOGRAPHY_TABLE)
 
 
-_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
-_SPACES = re.compile(r"[ \t]+")
-
-
-def split_paragraphs(text: str) -> list[str]:
-    """Blocks of text between blank lines, without their surrounding whitespace."""
-    return [p for p in (b.strip() for b in _BLANK_LINES.split(text)) if p]
-
-
-def reflow_paragraph(block: str) -> str:
-    """One hard-wrapped paragraph -> one line: the books' line breaks are the printer's, not the author's."""
-    return _SPACES.sub(" ", block.replace("\n", " ")).strip()
-
-
-def join_paragraphs(blocks, paragraphs: bool) -> str:
-    """Paragraph mode writes one line per paragraph; otherwise blocks keep their lines, blank-line apart."""
-    return "\n".join(map(reflow_paragraph, blocks)) if paragraphs else "\n\n".join(blocks)
+_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
 class Normalisation:
-    """How text was normalised for a model; corpora, prompts and `quill eval` text all follow it."""
+    """How text was normalised for a model. Applied once, where text comes in (a book, a prompt, a
+    member's line); it is idempotent, so text that is already normalised passes through unchanged."""
     typography: bool = True  # curly quotes and dashes folded to plain ones
-    paragraphs: bool = False  # hard wraps reflowed: one line per paragraph
+    paragraphs: bool = False  # one line per paragraph: every line break is a paragraph break
 
     def apply(self, text: str) -> str:
         text = normalise_line_endings(text)
         if self.typography:
             text = normalise_typography(text)
         if self.paragraphs:
-            body = join_paragraphs(split_paragraphs(text), True)
-            # A prompt's trailing break means something: a blank line starts a paragraph, else a space.
-            tail = text[len(text.rstrip()):]
-            text = body + ("\n" if _BLANK_LINES.search(tail) else " " if tail and body else "")
+            lines = (_WHITESPACE.sub(" ", line).strip() for line in text.split("\n"))
+            body = "\n".join(line for line in lines if line)
+            if not body:
+                return ""
+            # Breaks around the text mean something: a line break starts a paragraph (a member's line
+            # in a tale written together begins with one), a trailing space leaves a word open.
+            head, tail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+            text = ("\n" if "\n" in head else "") + body + ("\n" if "\n" in tail else " " if tail else "")
         return text
 
     def for_reading(self, text: str) -> str:
-        """Model text as readers expect it: in paragraph mode a blank line between paragraphs."""
+        """Model text as readers expect it: in paragraph mode a blank line between paragraphs.
+        `apply` reads it back to the same model text."""
         return text.replace("\n", "\n\n") if self.paragraphs else text
+
+    def from_reading(self, text: str) -> str:
+        """The model text that `for_reading` turned into `text` (its exact inverse, no normalising)."""
+        return text.replace("\n\n", "\n") if self.paragraphs else text
 
     def to_dict(self) -> dict:
         return {"line_endings": "lf", "typography": self.typography,
@@ -81,7 +75,6 @@ class Normalisation:
         if line_breaks not in ("kept", "paragraphs"):
             raise ValueError(f"unknown line_breaks rule {line_breaks!r}")
         return cls(bool(d.get("typography", False)), line_breaks == "paragraphs")
-
 
 
 class UnknownCharacters(ValueError):
@@ -122,22 +115,26 @@ class Vocabulary:
         return "".join(self.chars[int(i)] for i in ids)
 
     def fold(self, text: str) -> str:
-        """Normalise, then fold each character the model lacks to a plain form it knows, if any."""
-        text = self.normalisation.apply(text)
+        """Each character of normalised text that the model lacks folded to a plain form it knows, if any."""
         known = set(self.chars)
         return "".join(c if c in known else _fold(c, known) for c in text)
 
     def fit(self, text: str) -> tuple[str, int]:
-        """Text for training or evaluation: folded, with what is still unknown dropped (and counted)."""
+        """Normalised text for training or evaluation: folded, with what is still unknown dropped (and counted)."""
         text = self.fold(text)
         known = set(self.chars)
         kept = "".join(c for c in text if c in known)
         return kept, len(text) - len(kept)
 
+    def unknown(self, text: str) -> list[str]:
+        """The characters of `text` the model does not know, sorted."""
+        return sorted(set(text) - set(self.chars))
+
     def prepare(self, text: str) -> str:
-        """Normalise a prompt to this vocabulary or raise UnknownCharacters naming what is left."""
-        text = self.fold(text)
-        unknown = sorted(set(text) - set(self.chars))
+        """A member's text normalised (the one place it is) and folded to this vocabulary, or
+        UnknownCharacters naming what is left."""
+        text = self.fold(self.normalisation.apply(text))
+        unknown = self.unknown(text)
         if unknown:
             raise UnknownCharacters(unknown)
         return text

@@ -551,27 +551,52 @@ async def test_continue_writes_chapters_up_to_the_cap(bot):
 async def test_a_tale_rebuilds_from_its_seeds(bot):
     """Each chapter is primed with the tale so far and stored with its seed: the same seeds
     write the same tale again."""
-    from bot.cogs.story import continuation_start
     from model.generator import StoryRequest
 
     guild = next(guilds)
-    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=250)
-    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Ron ran", length=250, seed=7)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=100)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Ron ran", length=100, seed=7)
     view = story.edit_original_response.call_args.kwargs["view"]
     for _ in range(2):
         view = (await continue_tale(bot, view, guild)).edit_original_response.call_args.kwargs["view"]
     tale = await bot.gallery.get(guild, tale_id(view))
     chapters = await bot.gallery.chapters(guild, tale.id)
     settings = await bot.guild_settings.get(guild)
-    rebuilt = (await bot.generator.generate(StoryRequest("Ron ran", 250, settings.temperature, 7))).text
+    rebuilt = (await bot.generator.generate(StoryRequest("Ron ran", 100, settings.temperature, 7))).text
     assert rebuilt == tale.text
-    for chapter in chapters:
-        start = bot.generator.vocab.prepare(continuation_start(rebuilt, bot.generator.config.max_prompt))
-        story = await bot.generator.generate(StoryRequest(start, len(start) + 250, settings.temperature,
-                                                          chapter.seed))
-        text = story.text[len(bot.generator.vocab.normalisation.for_reading(start)):]
-        assert text == chapter.text
-        rebuilt += text
+    from_reading = bot.generator.vocab.normalisation.from_reading
+    for chapter in chapters:  # the tale is shorter than a prompt's most: all of it primes the chapter
+        again = await bot.generator.generate(StoryRequest("", 100, settings.temperature, chapter.seed,
+                                                          context=from_reading(rebuilt)))
+        assert again.text == chapter.text
+        rebuilt += chapter.text
+
+
+async def test_continuing_a_tale_in_paragraphs_keeps_them_and_every_character(bot, monkeypatch):
+    """The chapter is primed with the tale's paragraph breaks, and is exactly what the model writes
+    after the tale: checked against a member typing the same tale as a start."""
+    from bot.cogs.story import story_view
+    from model.generator import StoryRequest
+
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=150)
+    text = "Harry looked at the castle.\n\nRon ran to the door.\n\nThe owl flew over the hall."
+    tale = await bot.gallery.add(guild_id=guild, channel_id=100, author_id=10, author_name="Luna", start="Harry",
+                                 text=text, temperature=0.5, seed=1, model="tiny", card_hash="")
+    primed = []
+    real = bot.generator.stream
+
+    def spy(request):
+        primed.append(request.prime)
+        return real(request)
+
+    monkeypatch.setattr(bot.generator, "stream", spy)
+    await continue_tale(bot, story_view(tale), guild)
+    [chapter] = await bot.gallery.chapters(guild, tale.id)
+    assert primed == ["Harry looked at the castle.\nRon ran to the door.\nThe owl flew over the hall."]
+    settings = await bot.guild_settings.get(guild)
+    typed = await bot.generator.generate(StoryRequest(text, 150, settings.temperature, chapter.seed))
+    assert typed.text == text + chapter.text and len(chapter.text) > 100
 
 
 async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monkeypatch):
@@ -583,9 +608,9 @@ async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monke
     cog = bot.get_cog("StoryCog")
     real = cog._stream
 
-    async def kill_midway(interaction, request, skip=0):
+    async def kill_midway(interaction, request):
         os.kill(pid, signal.SIGKILL)
-        return await real(interaction, request, skip)
+        return await real(interaction, request)
 
     monkeypatch.setattr(cog, "_stream", kill_midway)
     failed = await continue_tale(bot, view, guild)

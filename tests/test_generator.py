@@ -166,13 +166,17 @@ def test_story_end_rule():
     assert StoryEnd(1000).stop("x" * 2000) == 1150  # ...and 15% past a long one
     assert end.stop("x" * 91 + ". Then more. And", since=93) == 104  # the first end past `since`
     assert end.finish("word " * 59 + "unfinishe") == ("word " * 59).rstrip()  # never mid-word
+    given = StoryEnd(100, begins=50)  # positions count from the start; the target from `begins`
+    assert given.stop("x" * 141 + ". ") == 143 and given.stop("x" * 400) == 190
+    assert given.finish("Harry" * 10 + "x" * 140) == "Harry" * 10 + "x" * 140  # never cut into the start
 
 
 def test_stories_respect_length_rule(fused, bundle):
     for seed in range(5):
         text = run_alone(fused, bundle.vocab, StoryRequest(PROMPT, 300, 0.8, seed))
-        assert 270 <= len(text) <= 300 + 45
-        assert text[-1] in ".!?\"')" or len(text) > 300
+        new = len(text) - len(PROMPT)  # length counts the new characters, as members read it
+        assert 270 <= new <= 300 + 45
+        assert text[-1] in ".!?\"')" or new > 300
 
 
 def test_run_length_does_not_change_the_story(fused, bundle):
@@ -322,7 +326,7 @@ async def test_killed_generator_fails_clearly_then_recovers(generator, caplog):
     assert generator.pid != pid
     assert "generator process died (was killed by SIGKILL)" in caplog.text  # not "exit code None"
     story = await generator.generate(StoryRequest(PROMPT, 300, seed=3))
-    assert len(story.text) >= 270
+    assert len(story.written) >= 270
 
 
 def test_device_engine_agrees_with_model_keras(bundle, network, engine):
@@ -381,9 +385,9 @@ def test_a_start_ending_in_a_letter_is_a_whole_word(fused, bundle):
 def test_stories_end_at_a_sentence_or_word_near_the_target(fused, bundle, target):
     overrun = max(40, int(target * 0.15))
     for seed in range(8):
-        text = run_alone(fused, bundle.vocab, StoryRequest("Harry", target, 1.2, seed))
-        assert int(target * 0.9) - 1 <= len(text) <= target + overrun, len(text)  # less the final space
-        assert text[-1] in ".!?\"')" or len(text) + 1 >= target + overrun - 30 and " " not in text[-1]
+        new = run_alone(fused, bundle.vocab, StoryRequest("Harry", target, 1.2, seed))[len("Harry"):]
+        assert int(target * 0.9) - 1 <= len(new) <= target + overrun, len(new)  # less the final space
+        assert new[-1] in ".!?\"')" or len(new) + 1 >= target + overrun - 30 and " " not in new[-1]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -50,14 +50,6 @@ Fine books for boys, bound in cloth, price three shillings.
 """
 
 
-def test_reflow_makes_one_line_per_paragraph():
-    text = Normalisation(paragraphs=True).apply("It\nwas   hard\n  wrapped.\n\n\n\"Yes,\" he said.\n")
-    assert text == 'It was hard wrapped.\n"Yes," he said. '  # a trailing break is kept as a space...
-    assert Normalisation(paragraphs=True).apply("Once upon a time.\n\n") == "Once upon a time.\n"  # ...or a new paragraph
-    kept = Normalisation(paragraphs=False).apply("It\nwas\n\nwrapped.\n")
-    assert kept == "It\nwas\n\nwrapped.\n"
-
-
 def test_corpus_is_cleaned_and_reflowed(tmp_path):
     (tmp_path / "book.txt").write_text(BOOK)
     [book] = read_corpus([tmp_path], Normalisation(paragraphs=True))
@@ -92,7 +84,7 @@ def test_the_rule_is_recorded_and_prompts_follow_it():
     data = json.loads(vocab.to_json())
     assert data["normalisation"]["line_breaks"] == "paragraphs"
     assert Vocabulary.from_json(vocab.to_json()) == vocab
-    assert vocab.prepare("a\nb\n\n c") == "a b\nc"
+    assert vocab.prepare("a\nb\n\n c") == "a\nb\nc"  # a member's line break is a paragraph break
     assert vocab.normalisation.for_reading("a b\nc") == "a b\n\nc"  # a blank line between paragraphs
     old = {"chars": ["a", "\n"], "normalisation": {"line_endings": "lf", "typography": True}}
     assert Vocabulary.from_json(json.dumps(old)).normalisation == Normalisation(True, False)  # v1 bundles

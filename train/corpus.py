@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.safety import WordFilter
-from model.vocab import Normalisation, join_paragraphs, split_paragraphs
+from model.vocab import Normalisation
+
+_BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
+_WHITESPACE = re.compile(r"\s+")
 
 
 class CorpusError(ValueError):
@@ -36,6 +39,17 @@ class CorpusFile:
 
 _SENTENCE_END = re.compile(r"[a-z][.!?]['\"]?(\s|$)")
 _THE_END = re.compile(r"^\W*the end\W*$", re.IGNORECASE)
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """A book's blocks of text between blank lines, without their surrounding whitespace."""
+    return [p for p in (b.strip() for b in _BLANK_LINES.split(text)) if p]
+
+
+def join_paragraphs(blocks: list[str], unwrap: bool) -> str:
+    """Unwrapped: one line per paragraph, since a book's single line breaks are the printer's hard
+    wraps (a member's line break, by contrast, is a paragraph break). Else the lines as printed."""
+    return "\n".join(_WHITESPACE.sub(" ", b) for b in blocks) if unwrap else "\n\n".join(blocks)
 
 
 def is_prose(block: str) -> bool:
@@ -103,7 +117,8 @@ def read_file(path: Path, encoding: str, normalisation: Normalisation,
                           f"cannot be decoded; convert it or pass --encoding (e.g. latin-1)") from None
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
-    # Line endings and typography first; the line-break rule is applied to the cleaned paragraphs.
+    # The one normalisation: line endings and typography; the cleaned paragraphs are then joined the
+    # model's way, which leaves the text as `normalisation.apply` would (its output is a fixed point).
     text = Normalisation(normalisation.typography).apply(text.lstrip("\ufeff"))
     blocks, dropped = clean(text, word_filter)
     if not blocks:

@@ -14,6 +14,7 @@ from model.vocab import Vocabulary
 from train import dataset
 
 LN2 = math.log(2)
+STORY_WINDOW = 2000  # a story is read from a fresh state over up to this many characters
 
 
 def total_nats(model, ids: np.ndarray, seq_length: int, batch_size: int) -> tuple[float, int]:
@@ -34,8 +35,9 @@ def total_nats(model, ids: np.ndarray, seq_length: int, batch_size: int) -> tupl
 
 def evaluate_texts(model, vocab: Vocabulary, texts: list[str], seq_length: int = 100,
                    batch_size: int = 256) -> dict:
-    """Texts already cleaned and normalised the model's way; unknown characters are dropped (counted)."""
-    nats = predicted = chars = words = unknown = 0
+    """Texts already cleaned and normalised the model's way (not again here); unknown characters
+    are dropped (counted)."""
+    nats = predicted = chars = words = unknown = breaks = 0
     for text in texts:
         text, dropped = vocab.fit(text)
         unknown += dropped
@@ -43,6 +45,7 @@ def evaluate_texts(model, vocab: Vocabulary, texts: list[str], seq_length: int =
             continue
         n, p = total_nats(model, vocab.encode(text), seq_length, batch_size)
         nats, predicted = nats + n, predicted + p
+        breaks += text[1:p + 1].count("\n")  # the targets: every character after the first
         # The few characters past the last whole window are not scored: count their words out too.
         chars, words = chars + p, words + len(text.split()) * p / len(text)
     if not predicted:
@@ -50,4 +53,15 @@ def evaluate_texts(model, vocab: Vocabulary, texts: list[str], seq_length: int =
     bpc = nats / predicted / LN2
     return {"bits_per_char": round(bpc, 4), "bits_per_word": round(nats / LN2 / words, 3),
             "nats_per_char": round(nats / predicted, 4), "chars": chars, "words": round(words),
+            "paragraph_breaks": breaks,
             "unknown_chars_dropped": unknown}
+
+
+def evaluate_story_lengths(model, vocab: Vocabulary, texts: list[str], seq_length: int) -> dict:
+    """The scores at the training window and, nested, at a story's length (fewer rows per batch, so
+    the longer windows take the same memory); text too short for a story's window says so there."""
+    try:
+        story = evaluate_texts(model, vocab, texts, STORY_WINDOW, max(1, 256 * seq_length // STORY_WINDOW))
+    except ValueError as e:
+        story = {"skipped": str(e)}
+    return {**evaluate_texts(model, vocab, texts, seq_length), "story_window": {"window": STORY_WINDOW, **story}}

@@ -26,7 +26,7 @@ from model.vocab import Normalisation, Vocabulary
 from train import dataset
 from train.config import TrainConfig
 from train.corpus import CorpusError, read_corpus, split
-from train.evaluate import evaluate_texts
+from train.evaluate import STORY_WINDOW, evaluate_story_lengths
 
 LN2 = math.log(2)
 CHECKPOINTS = "checkpoints"
@@ -366,8 +366,7 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
     if held:
         log(f"measuring the {len(held)} held-out book(s)")
         card["unseen_books"] = {"files": [f.name for f in held],
-                                **evaluate_texts(model, vocab, [f.text for f in held], config.seq_length,
-                                                 config.batch_size)}
+                                **evaluate_story_lengths(model, vocab, [f.text for f in held], config.seq_length)}
     save_bundle(out, model, vocab, card)
     best_weights.unlink(missing_ok=True)  # the bundle holds them; resume needs last.keras (and epoch-N)
     which = mean_name if use_average else f"best epoch {card['best_epoch']}"
@@ -375,5 +374,6 @@ def train(corpus_paths, out, config: TrainConfig | None = None, resume: bool = F
         f"{card['val_loss_nats']:.4f} nats = {card['val_bpc']:.3f} bits/char, "
         f"{card['val_bits_per_word']:.2f} bits/word ({card['stopped']})"
         + (f"; unseen books {card['unseen_books']['bits_per_char']:.3f} bits/char, "
-           f"{card['unseen_books']['bits_per_word']:.2f} bits/word" if held else ""))
+           f"{card['unseen_books']['bits_per_word']:.2f} bits/word, in {STORY_WINDOW}-char windows "
+           f"{card['unseen_books']['story_window']['bits_per_word']:.2f}" if held else ""))
     return out

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 import discord
 from discord import app_commands
@@ -49,8 +50,8 @@ def chapter_embed(tale: Tale, chapter: Chapter) -> discord.Embed:
 
 
 def continuation_start(so_far: str, most: int) -> str:
-    """The end of the tale so far that primes the next chapter: at most `most` characters (more
-    than the model usefully remembers), from a paragraph or sentence start so it reads whole."""
+    """The end of the tale so far (model text) that primes the next chapter: at most `most`
+    characters (more than the model usefully remembers), from a paragraph or sentence start."""
     if len(so_far) <= most:
         return so_far
     tail = so_far[-most:]
@@ -214,13 +215,13 @@ class StoryCog(commands.Cog):
             await self.tell(interaction, start, length, seed)
 
     async def _request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
-                       settings) -> StoryRequest:
+                       settings, context: str = "") -> StoryRequest:
         """A validated request with this server's temperature and words; the member's turn is taken."""
         bot = self.bot
         if settings.channel_id and interaction.channel_id != settings.channel_id:
             raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
         words = await bot.word_lists.words(interaction.guild_id)
-        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words)
+        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context)
         request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
         self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
@@ -233,10 +234,10 @@ class StoryCog(commands.Cog):
             raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
         request = await self._request(interaction, start, length or settings.story_length, seed, settings)
 
-        async def store(text: str, story) -> Tale:
+        async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=text, temperature=request.temperature,
+                author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
                 seed=story.seed, model=story.model, card_hash=story.card_hash)
 
         tale = await self.write(interaction, request, store)
@@ -256,35 +257,35 @@ class StoryCog(commands.Cog):
         request = await self.continuation(interaction, tale.text + "".join(c.text for c in chapters),
                                           settings.story_length, settings)
 
-        async def store(text: str, story) -> Chapter:
+        async def store(story) -> Chapter:
             [chapter] = await bot.gallery.add_chapters(
-                guild_id, tale.id, [("chapter", user.id, user.display_name, text, story.seed)],
+                guild_id, tale.id, [("chapter", user.id, user.display_name, story.written, story.seed)],
                 limit=settings.max_chapters)
             return chapter
 
-        chapter = await self.write(interaction, request, store, continuing=True)
+        chapter = await self.write(interaction, request, store)
         tale = await bot.gallery.get(guild_id, tale.id)
         await self._show(interaction, tale, chapter_embed(tale, chapter))
         return chapter
 
-    async def continuation(self, interaction: discord.Interaction, so_far: str, new: int, settings) -> StoryRequest:
-        """A request that writes `new` characters on from the end of `so_far`."""
+    async def continuation(self, interaction: discord.Interaction, so_far: str, new: int, settings,
+                           start: str = "") -> StoryRequest:
+        """A request that writes `new` characters on from the end of `so_far` (a tale as stored, so
+        model text again without normalising it twice), after a member's `start` if any."""
         generator = self.bot.generator
-        start = continuation_start(so_far, generator.config.max_prompt)
-        length = len(generator.vocab.fold(start)) + new  # as the model reads the start
-        return await self._request(interaction, start, length, None, settings)
+        tale = generator.vocab.normalisation.from_reading(so_far)
+        context = continuation_start(tale, generator.config.max_prompt)
+        return await self._request(interaction, start, new, None, settings, context)
 
-    async def write(self, interaction: discord.Interaction, request: StoryRequest, store, continuing: bool = False):
-        """Defer, stream the story, and store what was written (`await store(text, story)`) as
-        soon as it is done; a failure gives the member's turn back. Stored first, then shown: no
-        display error can cost a finished tale. When `continuing`, the context the model was
-        primed with is neither shown again nor stored again. The generator never writes a
-        blocked word; masking here is the last line of defence."""
-        skip = len(self.bot.generator.vocab.normalisation.for_reading(request.start)) if continuing else 0
+    async def write(self, interaction: discord.Interaction, request: StoryRequest, store):
+        """Defer, stream the story, and store it (`await store(story)`) as soon as it is done; a
+        failure gives the member's turn back. Stored first, then shown: no display error can cost a
+        finished tale. The generator never writes a blocked word; masking here is the last line of
+        defence (letter for letter, so the story's `begins` still holds)."""
         try:
             await interaction.response.defer(thinking=True)
-            story = await self._stream(interaction, request, skip)
-            return await store(word_filter(request.blocked_words).mask(story.text[skip:]), story)
+            story = await self._stream(interaction, request)
+            return await store(replace(story, text=word_filter(request.blocked_words).mask(story.text)))
         except BaseException:
             self.cooldowns.give_back(interaction.guild_id, interaction.user.id)
             raise
@@ -298,10 +299,9 @@ class StoryCog(commands.Cog):
             await interaction.followup.send(f"Your tale is saved as #{tale.id}: `/tale show id:{tale.id}` shows it.",
                                             ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    async def _stream(self, interaction: discord.Interaction, request: StoryRequest, skip: int = 0):
+    async def _stream(self, interaction: discord.Interaction, request: StoryRequest):
         """Read the story as fast as it is written; a separate loop edits the reply with everything
-        ready at most once per edit interval, so slow edits never hold the tale back. The first
-        `skip` characters (a chapter's context from the tale so far) are not shown again."""
+        ready at most once per edit interval, so slow edits never hold the tale back."""
         progress = {"text": "", "position": 0}
         changed = asyncio.Event()
         words = word_filter(request.blocked_words)
@@ -310,7 +310,7 @@ class StoryCog(commands.Cog):
             while True:
                 await changed.wait()
                 changed.clear()
-                content = streaming_content(words.mask(progress["text"][skip:].lstrip()), progress["position"])
+                content = streaming_content(words.mask(progress["text"].lstrip()), progress["position"])
                 try:
                     await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
                 except discord.HTTPException as error:  # a lost edit is only a missed frame

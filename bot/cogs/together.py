@@ -11,7 +11,7 @@ from discord.ext import commands
 from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, START_LIMITS, _TaleButton, story_view, tale_embed
 from bot.db import TOGETHER_MAX_PARTS, Chapter, Tale, TaleFinished
 from bot.errors import NO_MENTIONS, MemberError, answer_error
-from model.generator import InvalidRequest, StoryRequest
+from model.generator import InvalidRequest
 
 LINE_LIMIT = 300
 BOT_AUTHOR = (0, "Quill")
@@ -96,10 +96,10 @@ class TogetherCog(commands.Cog):
         settings = await bot.guild_settings.get(interaction.guild_id)
         request = await self.writer._request(interaction, start, settings.together_length, None, settings)
 
-        async def store(text: str, story) -> Tale:
+        async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=text, temperature=request.temperature,
+                author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
                 seed=story.seed, model=story.model, card_hash=story.card_hash, together=True)
 
         tale = await self.writer.write(interaction, request, store)
@@ -131,19 +131,20 @@ class TogetherCog(commands.Cog):
         if not line.strip() or len(line) > LINE_LIMIT:
             raise InvalidRequest(f"a line is 1-{LINE_LIMIT} characters")
         settings = await bot.guild_settings.get(guild_id)
-        words = await bot.word_lists.words(guild_id)
-        StoryRequest(line, blocked_words=words).validated(bot.generator.vocab, bot.generator.config)  # as a start
-        line = "\n\n" + line.strip()  # a member's line starts a paragraph of its own
         chapters = await bot.gallery.chapters(guild_id, tale.id)
-        request = await self.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters) + line,
-                                                 settings.together_length, settings)
+        # The line is the request's start, checked and normalised once; its leading break makes it a
+        # paragraph of its own.
+        request = await self.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
+                                                 settings.together_length, settings, start="\n" + line.strip())
 
-        async def store(text: str, story) -> list[Chapter]:
+        async def store(story) -> list[Chapter]:
+            line = story.text[:story.begins]
             return await bot.gallery.add_chapters(
-                guild_id, tale.id, [("line", user.id, user.display_name, line, 0), ("reply", *BOT_AUTHOR, text, story.seed)],
+                guild_id, tale.id, [("line", user.id, user.display_name, line, 0),
+                                    ("reply", *BOT_AUTHOR, story.written, story.seed)],
                 limit=TOGETHER_MAX_PARTS)
 
-        parts = await self.writer.write(interaction, request, store, continuing=True)
+        parts = await self.writer.write(interaction, request, store)
         await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
                                                  view=together_view(tale), allowed_mentions=NO_MENTIONS)
         return parts[0], parts[1]
