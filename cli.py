@@ -248,6 +248,9 @@ def on_discord(command: str, main) -> int:
     return 0
 
 
+SHARED_CORPUS = ("../shared/corpus/fantasy", "../shared/corpus/library")
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks against the seed recipe, printed as JSON")
     bench = p.add_subparsers(dest="bench", required=True)
@@ -266,6 +269,14 @@ def add_bench(sub) -> None:
     g.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     g.add_argument("--length", type=int, default=1000, help="story length in characters")
     g.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
+    s = bench.add_parser("story", help="what a reader sees: paragraphs, real words, repeats, sentence length")
+    s.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    s.add_argument("--against", nargs="*", default=[], metavar="DIR", help="bundles measured beside it")
+    s.add_argument("--corpus", nargs="+", default=list(SHARED_CORPUS), metavar="PATH",
+                   help="the books: their own figures and the lexicon of real words (default: %(default)s)")
+    s.add_argument("--starts", nargs="+", default=None, metavar="TEXT",
+                   help="story starts, each told with 3 seeds (default: 20 varied Potter starts)")
+    s.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     f = bench.add_parser("filter", help="the word filter: matches in a corpus, stories it stepped into, its cost")
     f.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     f.add_argument("--corpus", nargs="*", default=[], metavar="PATH", help="books to scan for matches")
@@ -283,6 +294,10 @@ def cmd_bench(args) -> int:
         from model.bench import POTTER_STARTS, bench_filter
         result = bench_filter(Path(args.model or default_model()), args.corpus, args.stories, args.temperature,
                               tuple(args.starts or POTTER_STARTS))
+    elif args.bench == "story":
+        from train.bench_story import STARTS, bench_story
+        result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,
+                             tuple(args.starts or STARTS))
     else:
         from model.bench import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)

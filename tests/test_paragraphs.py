@@ -76,3 +76,27 @@ def test_eval_scores_the_paragraph_breaks(tmp_path, tiny_bundle, capsys):
     assert result["paragraph_breaks"] == 2
     assert result["story_window"]["window"] == 2000 and result["story_window"]["paragraph_breaks"] == 1
 
+
+
+def test_reader_measures_on_known_text():
+    from train.bench_story import measure, repeated_4gram_share, sentence_words
+
+    assert repeated_4gram_share("a b c d a b c d".split()) == (1, 5)
+    assert sentence_words('"Yes," said Ron. It was late! Was it?') == [3, 3, 2]
+    story = "The owl flew.\nThe owl flew. Zzkq went home."
+    figures = measure([story], {"the", "owl", "flew", "went", "home"})
+    assert figures["paragraph_breaks_per_1000_chars"] == round(1000 / len(story), 2)
+    assert figures["real_word_rate"] == round(8 / 9, 4) and figures["mean_sentence_words"] == 3.0
+
+
+def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, tiny_corpus, capsys):
+    import cli
+
+    assert cli.main(["bench", "story", "--model", str(tiny_bundle), "--against", str(tiny_bundle),
+                     "--corpus", str(tiny_corpus), "--starts", "Harry", "Snape looked", "The owl", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stories"] == 9 and result["starts"] == 3
+    assert 3 < result["books"]["paragraph_breaks_per_1000_chars"] < 30  # the tiny corpus breaks every 5 sentences
+    first, second = result["models"]
+    assert first == second  # the same starts and seeds: the same stories
+    assert 0 < first["real_word_rate"] <= 1 and 0 <= first["repeated_4gram_share"] <= 1
