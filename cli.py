@@ -138,9 +138,12 @@ def print_result(result: dict, as_json: bool) -> None:
 
 
 def add_story(sub) -> None:
+    from bot.limits import STORY_LENGTH
+
     p = sub.add_parser("story", help="print a story from a model bundle")
     p.add_argument("start", help="the opening words")
-    p.add_argument("--length", type=int, default=1000, help="target length in characters")
+    p.add_argument("--length", type=int, default=STORY_LENGTH.default,
+                   help="new characters after the start (default: a server's, %(default)s)")
     p.add_argument("--temperature", type=float, default=0.5)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -157,7 +160,7 @@ def cmd_story(args) -> int:
     import asyncio
 
     from model.client import StoryGenerator
-    from model.generator import GeneratorConfig, StoryRequest
+    from model.generator import GeneratorConfig, StoryRequest, word_filter
 
     async def tell() -> None:
         model = Path(args.model or default_model())
@@ -166,8 +169,9 @@ def cmd_story(args) -> int:
         request = request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
         await generator.start()
         try:
+            words = word_filter(request.blocked_words)  # masked like the bot's display: the last line of defence
             async for event in generator.stream(request):
-                print(event.text, end="", flush=True)
+                print(words.mask(event.text), end="", flush=True)
             print()
         finally:
             await generator.close()
@@ -267,7 +271,7 @@ def add_bench(sub) -> None:
     t.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     g = bench.add_parser("generate", help="story generation: our generator vs the seed's per-char loop")
     g.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
-    g.add_argument("--length", type=int, default=1000, help="story length in characters")
+    g.add_argument("--length", type=int, default=1000, help="new characters per story (the targets are for 1,000)")
     g.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     s = bench.add_parser("story", help="what a reader sees: paragraphs, real words, repeats, sentence length")
     s.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")

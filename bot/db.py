@@ -11,6 +11,9 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, STORY_LENGTH,
+                        TEMPERATURE, TOGETHER_LENGTH)
+
 # Append only: a released migration never changes; schema_version records the last applied.
 MIGRATIONS = [
     """
@@ -84,15 +87,11 @@ MIGRATIONS = [
         PRIMARY KEY (tale_id, number)
     );
     """,
+    """
+    ALTER TABLE tales ADD COLUMN length INTEGER NOT NULL DEFAULT 0;  -- new characters asked for; 0: not kept
+    """,
 ]
 
-DEFAULT_TEMPERATURE, DEFAULT_LENGTH, DEFAULT_COOLDOWN, DEFAULT_REPORT_THRESHOLD = 0.5, 800, 20, 1
-LENGTH_RANGE, COOLDOWN_RANGE, TEMPERATURE_RANGE = (100, 1900), (0, 3600), (0.1, 2.0)
-REPORT_THRESHOLD_RANGE = (1, 100)
-DEFAULT_MAX_CHAPTERS, MAX_CHAPTERS_RANGE = 10, (1, 50)
-DEFAULT_TOGETHER_LENGTH, TOGETHER_LENGTH_RANGE = 300, (100, 1000)
-TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the bot's reply
-MAX_SERVER_WORDS = 500
 
 
 class DatabaseError(ValueError):
@@ -170,21 +169,17 @@ class Database:
             await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
-    async def integrity_check(self) -> str:
-        async with self.conn.execute("PRAGMA integrity_check") as cur:
-            return (await cur.fetchone())[0]
-
 
 @dataclass(frozen=True)
 class GuildSettings:
     guild_id: int
-    temperature: float = DEFAULT_TEMPERATURE
-    story_length: int = DEFAULT_LENGTH
-    cooldown_seconds: int = DEFAULT_COOLDOWN
+    temperature: float = TEMPERATURE.default
+    story_length: int = STORY_LENGTH.default
+    cooldown_seconds: int = COOLDOWN_SECONDS.default
     channel_id: int | None = None
-    report_threshold: int = DEFAULT_REPORT_THRESHOLD
-    max_chapters: int = DEFAULT_MAX_CHAPTERS
-    together_length: int = DEFAULT_TOGETHER_LENGTH
+    report_threshold: int = REPORT_THRESHOLD.default
+    max_chapters: int = MAX_CHAPTERS.default
+    together_length: int = TOGETHER_LENGTH.default
 
 
 class GuildSettingsStore:
@@ -232,6 +227,7 @@ class Tale:
     together: bool = False  # written together in a thread, line by line
     finished: bool = False  # a together round that its opener closed
     chapters: int = 1  # the tale's own text and the parts written on (Continue, or lines and replies)
+    length: int = 0  # new characters asked for (Again asks for as many); 0 for tales told before it was kept
 
     def __post_init__(self):
         for flag in ("in_gallery", "hidden", "together", "finished"):  # SQLite stores them as 0/1
@@ -277,14 +273,16 @@ class GalleryStore:
         self.db = db
 
     async def add(self, *, guild_id: int, channel_id: int, author_id: int, author_name: str, start: str,
-                  text: str, temperature: float, seed: int, model: str, card_hash: str, together: bool = False) -> Tale:
+                  text: str, temperature: float, seed: int, model: str, card_hash: str, together: bool = False,
+                  length: int = 0) -> Tale:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.db.transaction() as conn:
             cur = await conn.execute(
                 "INSERT INTO tales (guild_id, channel_id, author_id, author_name, start, text, temperature, "
-                "seed, model, card_hash, created_at, together) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "seed, model, card_hash, created_at, together, length) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
-                 card_hash, created, int(together)))
+                 card_hash, created, int(together), length))
             tale_id = cur.lastrowid
         return await self.get(guild_id, tale_id)
 

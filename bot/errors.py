@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import discord
 from discord import app_commands
@@ -19,8 +20,7 @@ class MemberError(Exception):
 
 class CooldownActive(MemberError):
     def __init__(self, seconds: float):
-        self.retry_after = seconds
-        super().__init__(f"Easy there! You can ask for another story in {seconds:.0f} s.")
+        super().__init__(f"Easy there! You can ask for another story in {math.ceil(seconds)} s.")  # never "0 s"
 
 
 # Discord still shows a command that was deleted or changed until the new tree reaches the client.
@@ -41,7 +41,7 @@ def member_message(error: Exception) -> str | None:
     if isinstance(error, app_commands.NoPrivateMessage):
         return "Stories are written in servers, not in direct messages."
     if isinstance(error, app_commands.TransformerError):
-        return f"That value is not valid: {error.value!r}."
+        return f"That value is not valid: \u201c{str(error.value)[:100]}\u201d."
     if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit, TaleFinished)):
         text = str(error)
         return text[:1].upper() + text[1:]

@@ -22,11 +22,11 @@ class Settings:
     dev_guild_id: int | None = None
     database: Path = Path("quill.db")
     model: Path = ROOT / "models" / "default"
-    queue_size: int = 32
-    max_batch: int = 64
-    story_timeout: float = 120.0
+    queue_size: int = GeneratorConfig.queue_size  # the generator's own defaults, not copies
+    max_batch: int = GeneratorConfig.max_batch
+    story_timeout: float = GeneratorConfig.timeout
     log_level: str = "INFO"
-    engine: str = "auto"
+    engine: str = GeneratorConfig.engine
 
     @classmethod
     def from_env(cls, env=None, dotenv: bool = True) -> "Settings":

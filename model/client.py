@@ -1,7 +1,7 @@
 """The asyncio face of the generator process, used by the bot and by `quill story`.
 
     generator = StoryGenerator(config); await generator.start()
-    story = await generator.generate(StoryRequest("Harry"))
+    story = await generator.generate(StoryRequest("Harry", 800))
     async for event in generator.stream(request): ...   # queue positions, then text chunks
 
 It never imports Keras or TensorFlow: the process does. Requests wait here (a bounded line)

@@ -48,7 +48,8 @@ class InvalidRequest(GeneratorError, ValueError):
 class GeneratorBusy(GeneratorError):
     def __init__(self, waiting: int):
         self.waiting = waiting
-        super().__init__(f"the storyteller is busy: {waiting} stories are already waiting; try again shortly")
+        stories = "1 story is" if waiting == 1 else f"{waiting} stories are"
+        super().__init__(f"the storyteller is busy: {stories} already waiting; try again shortly")
 
 
 class GeneratorUnavailable(GeneratorError):
@@ -64,7 +65,7 @@ class StoryRequest:
     """`start` is a member's text, normalised once here; `context` is the tale so far, already model
     text (a tale's own words, never normalised again), primed before the start and not told again."""
     start: str
-    length: int = 1000  # new characters to write after the start
+    length: int  # new characters to write after the start
     temperature: float = 0.5
     seed: int | None = None  # None: a random one, reported with the story
     top_k: int = 0

@@ -88,9 +88,6 @@ class WordFilter:
             text = text[:a] + "\u25a0" * (b - a) + text[b:]
         return text
 
-    def __or__(self, other: "WordFilter") -> "WordFilter":
-        return WordFilter(self.words | other.words)
-
     def _spelled(self, letters: str) -> bool:
         """Letters spelled out one by one hold no word boundaries: look for a blocked word anywhere."""
         return any(self._blocked(letters[i:j]) for i in range(len(letters)) for j in range(i + 1, len(letters) + 1))

@@ -214,7 +214,7 @@ def test_cancel_frees_the_row(fused, bundle):
 
 def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
     scheduler = Scheduler(fused, bundle.vocab)
-    errors = scheduler.add([(1, StoryRequest("Harry \u2603")), (2, StoryRequest(PROMPT, 200, seed=1))])
+    errors = scheduler.add([(1, StoryRequest("Harry \u2603", 200)), (2, StoryRequest(PROMPT, 200, seed=1))])
     assert errors == [("error", 1, "the model does not know these characters: '\u2603'")]
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.state.shape[0] == 1
 
@@ -230,7 +230,7 @@ def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
 def test_invalid_requests_are_refused_clearly(bundle, tiny_bundle, change, message):
     config = GeneratorConfig(model=tiny_bundle)
     with pytest.raises(InvalidRequest, match=message):
-        replace(StoryRequest("Harry"), **change).validated(bundle.vocab, config)
+        replace(StoryRequest("Harry", 200), **change).validated(bundle.vocab, config)
 
 
 # -- the process and its client ----------------------------------------------------------------
@@ -401,14 +401,14 @@ def test_stories_end_at_a_sentence_or_word_near_the_target(fused, bundle, target
 def test_requests_that_used_to_kill_the_process_are_refused_by_field(bundle, tiny_bundle, change, message):
     config = GeneratorConfig(model=tiny_bundle)
     with pytest.raises(InvalidRequest, match=message):
-        replace(StoryRequest("Harry"), **change).validated(bundle.vocab, config)
+        replace(StoryRequest("Harry", 200), **change).validated(bundle.vocab, config)
 
 
 def test_the_process_refuses_a_bad_request_alone(fused, bundle):
     """A request that skipped validation fails alone; the rest of the batch goes on."""
     scheduler = Scheduler(fused, bundle.vocab)
-    bad = [StoryRequest("Harry", seed=-1), StoryRequest("Harry", 100, top_k=10**400, seed=1),
-           StoryRequest("\u200b", seed=1)]
+    bad = [StoryRequest("Harry", 100, seed=-1), StoryRequest("Harry", 100, top_k=10**400, seed=1),
+           StoryRequest("\u200b", 100, seed=1)]
     errors = scheduler.add([(i, r) for i, r in enumerate(bad)] + [(9, StoryRequest(PROMPT, 200, seed=1))])
     assert [e[1] for e in errors] == [0, 1, 2] and all(e[0] == "error" for e in errors)
     assert [row.rid for row in scheduler.rows] == [9]

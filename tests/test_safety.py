@@ -96,10 +96,10 @@ def test_a_start_with_a_blocked_word_is_refused(weedy, weedy_bundle):
     vocab, _ = weedy
     config = GeneratorConfig(model=weedy_bundle)
     with pytest.raises(InvalidRequest, match="not allowed here"):
-        StoryRequest(f"Harry saw the {BLOCKED}", blocked_words=(BLOCKED,)).validated(vocab, config)
+        StoryRequest(f"Harry saw the {BLOCKED}", 200, blocked_words=(BLOCKED,)).validated(vocab, config)
     with pytest.raises(InvalidRequest, match="blocked_words"):
-        StoryRequest("Harry", blocked_words=("two words",)).validated(vocab, config)
-    assert StoryRequest(f"Harry saw the {BLOCKED}").validated(vocab, config)  # another server's word is fine
+        StoryRequest("Harry", 200, blocked_words=("two words",)).validated(vocab, config)
+    assert StoryRequest(f"Harry saw the {BLOCKED}", 200).validated(vocab, config)  # another server's word is fine
 
 
 # -- the bot -----------------------------------------------------------------------------------

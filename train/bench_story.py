@@ -9,7 +9,7 @@ import asyncio
 import re
 from pathlib import Path
 
-from bot.db import DEFAULT_LENGTH, DEFAULT_TEMPERATURE
+from bot.limits import STORY_LENGTH, TEMPERATURE
 from model.bundle import read_metadata
 from model.client import StoryGenerator
 from model.generator import GeneratorConfig, StoryRequest
@@ -82,8 +82,8 @@ async def tell(model_dir: Path, requests: list[StoryRequest]) -> list[str]:
 
 
 def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] = STARTS,
-                seeds: int = SEEDS_PER_START, temperature: float = DEFAULT_TEMPERATURE,
-                length: int = DEFAULT_LENGTH) -> dict:
+                seeds: int = SEEDS_PER_START, temperature: float = TEMPERATURE.default,
+                length: int = STORY_LENGTH.default) -> dict:
     normalisation = read_metadata(models[0]).vocab.normalisation
     books = [f.text for f in read_corpus(corpus, normalisation)]
     lexicon = {w.lower() for text in books for w in words(text)}

@@ -7,6 +7,7 @@ from discord.ext import commands
 
 from bot.db import GuildSettings
 from bot.errors import NO_MENTIONS
+from bot.limits import COOLDOWN_SECONDS, MAX_CHAPTERS, REPORT_THRESHOLD, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH
 
 
 def describe(s: GuildSettings) -> str:
@@ -22,10 +23,11 @@ class SettingsCog(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="temperature", description="Show or set how adventurous the storyteller is")
-    @app_commands.describe(value="0.1 (safe, repetitive) to 2.0 (wild); the default is 0.5")
+    @app_commands.describe(value=f"{TEMPERATURE.low:g} (safe, repetitive) to {TEMPERATURE.high:g} (wild); "
+                                 f"the default is {TEMPERATURE.default:g}")
     @app_commands.guild_only()
     async def temperature(self, interaction: discord.Interaction,
-                          value: app_commands.Range[float, 0.1, 2.0] | None = None):
+                          value: app_commands.Range[float, TEMPERATURE.low, TEMPERATURE.high] | None = None):
         store = self.bot.guild_settings
         if value is None:
             current = await store.get(interaction.guild_id)
@@ -39,23 +41,25 @@ class SettingsCog(commands.Cog):
         await interaction.response.send_message(message, allowed_mentions=NO_MENTIONS)
 
     @app_commands.command(name="settings", description="Show or change this server's story settings")
-    @app_commands.describe(length="Default story length in characters (100-1900)",
-                           cooldown="Seconds a member waits between stories (0-3600)",
+    @app_commands.describe(length=f"New characters in a story or chapter ({STORY_LENGTH})",
+                           cooldown=f"Seconds a member waits between stories ({COOLDOWN_SECONDS})",
                            channel="The only channel the bot writes stories in",
                            any_channel="Allow stories in every channel again",
-                           report_threshold="Reports from this many members hide a tale (1-100)",
-                           max_chapters="Chapters a tale may have, Continue included (1-50)",
-                           together_length="Characters the bot writes after each member's line (100-1000)")
+                           report_threshold=f"Reports from this many members hide a tale ({REPORT_THRESHOLD})",
+                           max_chapters=f"Chapters a tale may have, Continue included ({MAX_CHAPTERS})",
+                           together_length=f"Characters the bot writes after each member's line ({TOGETHER_LENGTH})")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
     async def settings(self, interaction: discord.Interaction,
-                       length: app_commands.Range[int, 100, 1900] | None = None,
-                       cooldown: app_commands.Range[int, 0, 3600] | None = None,
+                       length: app_commands.Range[int, STORY_LENGTH.low, STORY_LENGTH.high] | None = None,
+                       cooldown: app_commands.Range[int, COOLDOWN_SECONDS.low, COOLDOWN_SECONDS.high] | None = None,
                        channel: discord.TextChannel | None = None, any_channel: bool = False,
-                       report_threshold: app_commands.Range[int, 1, 100] | None = None,
-                       max_chapters: app_commands.Range[int, 1, 50] | None = None,
-                       together_length: app_commands.Range[int, 100, 1000] | None = None):
+                       report_threshold: app_commands.Range[int, REPORT_THRESHOLD.low, REPORT_THRESHOLD.high]
+                       | None = None,
+                       max_chapters: app_commands.Range[int, MAX_CHAPTERS.low, MAX_CHAPTERS.high] | None = None,
+                       together_length: app_commands.Range[int, TOGETHER_LENGTH.low, TOGETHER_LENGTH.high]
+                       | None = None):
         changes = {name: int(value) for name, value in (("report_threshold", report_threshold),
                                                          ("max_chapters", max_chapters),
                                                          ("together_length", together_length)) if value is not None}

@@ -13,14 +13,20 @@ from discord.ext import commands
 
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
+from bot.limits import START, STORY_LENGTH
 from model.generator import InvalidRequest, StoryRequest, word_filter
 
 log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
-START_LIMITS = (1, 200)
 CONTENT_LIMIT = 2000
 EMBED_LIMIT = 4096
 WRITING = " ✍️"  # the pen shown while the tale is being written
+
+
+def thread_parent(interaction: discord.Interaction) -> int | None:
+    """The channel a thread belongs to (a tale written together lives in one); None elsewhere."""
+    channel = interaction.channel
+    return channel.parent_id if isinstance(channel, discord.Thread) else None
 
 
 def streaming_content(text: str, position: int = 0) -> str:
@@ -60,6 +66,14 @@ def continuation_start(so_far: str, most: int) -> str:
         if 0 <= at < most // 2:
             return tail[at + len(mark):]
     return tail[tail.find(" ") + 1:]
+
+
+def check_start(start) -> None:
+    """A story's start as members type it: text of START characters."""
+    if not isinstance(start, str):
+        raise InvalidRequest(f"the start text must be text, not {type(start).__name__}")
+    if not (START.low <= len(start.strip()) and len(start) <= START.high):
+        raise InvalidRequest(f"the start text must be {START} characters")
 
 
 class Cooldowns:
@@ -140,7 +154,7 @@ class AgainButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templa
         super().__init__(tale_id, "Again")
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
-        await interaction.client.get_cog("StoryCog").tell(interaction, tale.start)
+        await interaction.client.get_cog("StoryCog").tell(interaction, tale.start, tale.length or None)  # a new seed
 
 
 class ReportButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
@@ -201,16 +215,16 @@ class StoryCog(commands.Cog):
         self.bot.remove_dynamic_items(*TALE_BUTTONS)
 
     @app_commands.command(name="story", description="Write a tale that begins with your words")
-    @app_commands.describe(start="How the tale begins (1-200 characters)",
-                           length="Length in characters (default: this server's setting)",
+    @app_commands.describe(start=f"How the tale begins ({START} characters)",
+                           length=f"New characters after your start ({STORY_LENGTH}; default: this server's setting)",
                            seed="Same seed and settings give the same tale",
                            together="Write it together: a thread where members take turns adding lines")
     @app_commands.guild_only()
-    async def story(self, interaction: discord.Interaction, start: app_commands.Range[str, 1, 200],
-                    length: app_commands.Range[int, 100, 1900] | None = None,
+    async def story(self, interaction: discord.Interaction, start: app_commands.Range[str, START.low, START.high],
+                    length: app_commands.Range[int, STORY_LENGTH.low, STORY_LENGTH.high] | None = None,
                     seed: app_commands.Range[int, 0, 2**31 - 1] | None = None, together: bool = False):
         if together:
-            await self.bot.get_cog("TogetherCog").open(interaction, start)
+            await self.bot.get_cog("TogetherCog").open(interaction, start, length, seed)
         else:
             await self.tell(interaction, start, length, seed)
 
@@ -218,7 +232,7 @@ class StoryCog(commands.Cog):
                        settings, context: str = "") -> StoryRequest:
         """A validated request with this server's temperature and words; the member's turn is taken."""
         bot = self.bot
-        if settings.channel_id and interaction.channel_id != settings.channel_id:
+        if settings.channel_id and settings.channel_id not in (interaction.channel_id, thread_parent(interaction)):
             raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
         words = await bot.word_lists.words(interaction.guild_id)
         request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context)
@@ -230,15 +244,14 @@ class StoryCog(commands.Cog):
                    seed: int | None = None) -> Tale:
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
-        if not (START_LIMITS[0] <= len(start.strip()) and len(start) <= START_LIMITS[1]):
-            raise InvalidRequest(f"the start text must be {START_LIMITS[0]}-{START_LIMITS[1]} characters")
+        check_start(start)
         request = await self._request(interaction, start, length or settings.story_length, seed, settings)
 
         async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash)
+                seed=story.seed, model=story.model, card_hash=story.card_hash, length=request.length)
 
         tale = await self.write(interaction, request, store)
         await self._show(interaction, tale)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, START_LIMITS, _TaleButton, story_view, tale_embed
-from bot.db import TOGETHER_MAX_PARTS, Chapter, Tale, TaleFinished
+from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, _TaleButton, check_start, story_view, tale_embed
+from bot.db import Chapter, Tale, TaleFinished
+from bot.limits import LINE, TOGETHER_MAX_PARTS
 from bot.errors import NO_MENTIONS, MemberError, answer_error
 from model.generator import InvalidRequest
 
-LINE_LIMIT = 300
 BOT_AUTHOR = (0, "Quill")
 
 
@@ -31,7 +31,7 @@ def turn_embed(tale: Tale, line: Chapter, reply: Chapter) -> discord.Embed:
 
 class LineModal(discord.ui.Modal, title="Add a line"):
     line = discord.ui.TextInput(label="Your line", style=discord.TextStyle.paragraph,
-                                min_length=START_LIMITS[0], max_length=LINE_LIMIT)
+                                min_length=LINE.low, max_length=LINE.high)
 
     def __init__(self, tale_id: int):
         super().__init__()
@@ -90,17 +90,20 @@ class TogetherCog(commands.Cog):
     def writer(self):
         return self.bot.get_cog("StoryCog")
 
-    async def open(self, interaction: discord.Interaction, start: str) -> Tale:
-        """The opening, written from the start, in a new thread where members take turns."""
+    async def open(self, interaction: discord.Interaction, start: str, length: int | None = None,
+                   seed: int | None = None) -> Tale:
+        """The opening, written from the start (`length` new characters, else the server's length for
+        a turn), in a new thread where members take turns."""
         bot, user = self.bot, interaction.user
+        check_start(start)
         settings = await bot.guild_settings.get(interaction.guild_id)
-        request = await self.writer._request(interaction, start, settings.together_length, None, settings)
+        request = await self.writer._request(interaction, start, length or settings.together_length, seed, settings)
 
         async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True)
+                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True, length=request.length)
 
         tale = await self.writer.write(interaction, request, store)
         opening = tale_embed(tale)
@@ -128,8 +131,8 @@ class TogetherCog(commands.Cog):
             raise MemberError(HIDDEN_NOTICE.format(id=tale.id))
         if tale.finished:
             raise TaleFinished(tale.id)
-        if not line.strip() or len(line) > LINE_LIMIT:
-            raise InvalidRequest(f"a line is 1-{LINE_LIMIT} characters")
+        if not line.strip() or len(line) > LINE.high:
+            raise InvalidRequest(f"a line is {LINE} characters")
         settings = await bot.guild_settings.get(guild_id)
         chapters = await bot.gallery.chapters(guild_id, tale.id)
         # The line is the request's start, checked and normalised once; its leading break makes it a

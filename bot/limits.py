@@ -1,0 +1,27 @@
+"""Every limit and default a member or moderator meets, in one place: the commands, the console, the
+database layer and the benchmarks read them here. The database's CHECKs hold the same ranges; they
+were written in released migrations, which never change, and a test keeps the two together."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Limit(NamedTuple):
+    low: int | float
+    high: int | float
+    default: int | float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.low:g}-{self.high:g}"
+
+
+STORY_LENGTH = Limit(100, 1900, 800)  # new characters a story or chapter asks for
+TEMPERATURE = Limit(0.1, 2.0, 0.5)
+COOLDOWN_SECONDS = Limit(0, 3600, 20)  # per member, between stories
+REPORT_THRESHOLD = Limit(1, 100, 1)  # reports that hide a tale
+MAX_CHAPTERS = Limit(1, 50, 10)  # a tale's own text and its chapters
+TOGETHER_LENGTH = Limit(100, 1000, 300)  # new characters after each line written together
+START = Limit(1, 200)  # characters of a story's start
+LINE = Limit(1, 300)  # characters of a member's line written together
+TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the bot's reply
+MAX_SERVER_WORDS = 500  # a server's own blocked words
