@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest.mock import MagicMock
 
 import discord
 import pytest
@@ -738,3 +739,114 @@ async def test_settings_set_chapters_and_together_length(bot):
     assert "at most **4** chapters" in ephemeral_text(i) and "**500** characters after each line" in ephemeral_text(i)
     s = await bot.guild_settings.get(guild)
     assert (s.max_chapters, s.together_length, s.report_threshold) == (4, 500, 3)
+
+
+# Issue 18: threads, lengths, words, limits.
+
+async def test_a_thread_of_the_story_channel_counts_as_that_channel(bot):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, together_length=100, channel_id=100)
+    opener = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=1), start="Harry looked",
+                       together=True)
+    tid = tale_id_of(opener.channel.create_thread.return_value.send.call_args.kwargs["view"])
+    cog = bot.get_cog("TogetherCog")
+
+    def in_thread(parent_id):
+        interaction = make_interaction(bot, guild_id=guild, user_id=2, channel_id=101)
+        interaction.channel = MagicMock(spec_set=discord.Thread)
+        interaction.channel.parent_id = parent_id
+        return interaction
+
+    line, reply = await cog.add_line(in_thread(100), tid, "Ron ran.")
+    assert line.text.strip() == "Ron ran." and reply.kind == "reply"
+    elsewhere = in_thread(555)
+    await press_button_error(cog.add_line(elsewhere, tid, "Ron ran."), elsewhere)
+    assert "I write stories in <#100>" in ephemeral_text(elsewhere)
+
+
+async def test_length_counts_the_new_characters(bot):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0)
+    start = ("Harry looked at the castle. " * 6)[:161].strip()
+    i = await run(bot, "story", make_interaction(bot, guild_id=guild), start=start, length=100, seed=3)
+    tale = await bot.gallery.get(guild, tale_id(i.edit_original_response.call_args.kwargs["view"]))
+    assert tale.text.startswith(start) and 90 <= len(tale.text) - len(start) <= 140 and tale.length == 100
+
+    again = make_interaction(bot, guild_id=guild)
+    await press(i.edit_original_response.call_args.kwargs["view"], "Again", again)
+    retold = await bot.gallery.get(guild, tale_id(again.edit_original_response.call_args.kwargs["view"]))
+    assert retold.id != tale.id and retold.length == 100 and retold.seed != tale.seed  # the length, a new seed
+    assert 90 <= len(retold.text) - len(start) <= 140
+
+
+async def test_writing_together_honours_length_and_seed(bot):
+    openings = []
+    for _ in range(2):
+        guild = next(guilds)
+        opener = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Snape", length=400,
+                           seed=9, together=True)
+        tid = tale_id_of(opener.channel.create_thread.return_value.send.call_args.kwargs["view"])
+        openings.append(await bot.gallery.get(guild, tid))
+    assert openings[0].text == openings[1].text and openings[0].seed == 9
+    assert 360 <= len(openings[0].text) - len("Snape") <= 460 and openings[0].length == 400
+
+
+async def test_a_start_of_the_wrong_type_is_refused_clearly(bot, caplog):
+    from bot.errors import answer_error
+
+    i = make_interaction(bot, guild_id=next(guilds))
+    try:
+        await bot.get_cog("StoryCog").tell(i, 123)
+    except Exception as error:
+        await answer_error(i, error)
+    assert ephemeral_text(i) == "The start text must be text, not int"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_words_a_member_sees():
+    from discord import app_commands
+
+    from bot.errors import CooldownActive, member_message
+    from model.generator import GeneratorBusy
+
+    assert "1 story is already waiting" in str(GeneratorBusy(1)) and "2 stories are" in str(GeneratorBusy(2))
+    assert str(CooldownActive(0.2)).endswith("in 1 s.") and str(CooldownActive(4.01)).endswith("in 5 s.")
+    error = app_commands.TransformerError("tomorrow", discord.AppCommandOptionType.integer, MagicMock())
+    assert member_message(error) == "That value is not valid: \u201ctomorrow\u201d."
+
+
+async def test_the_database_holds_the_same_limits(bot):
+    import sqlite3
+
+    from bot import limits
+
+    guild = next(guilds)
+    columns = {"temperature": limits.TEMPERATURE, "story_length": limits.STORY_LENGTH,
+               "cooldown_seconds": limits.COOLDOWN_SECONDS, "report_threshold": limits.REPORT_THRESHOLD,
+               "max_chapters": limits.MAX_CHAPTERS, "together_length": limits.TOGETHER_LENGTH}
+    step = {"temperature": 0.01}
+    for column, limit in columns.items():
+        for value in (limit.low, limit.high):
+            assert getattr(await bot.guild_settings.update(guild, **{column: value}), column) == value
+        for value in (limit.low - step.get(column, 1), limit.high + step.get(column, 1)):
+            with pytest.raises(sqlite3.IntegrityError):
+                await bot.guild_settings.update(guild, **{column: value})
+    fresh = await bot.guild_settings.get(next(guilds))
+    assert all(getattr(fresh, column) == limit.default for column, limit in columns.items())
+
+
+def test_quill_story_masks_like_the_bot(tiny_bundle, monkeypatch, capsys):
+    import cli
+    from model.client import StoryEvent, StoryGenerator
+
+    async def nothing(self, *args):
+        return None
+
+    async def stream(self, request):
+        yield StoryEvent(text="Harry saw the n1gger ")
+
+    monkeypatch.setattr(StoryGenerator, "start", nothing)
+    monkeypatch.setattr(StoryGenerator, "close", nothing)
+    monkeypatch.setattr(StoryGenerator, "stream", stream)
+    assert cli.main(["story", "Harry", "--model", str(tiny_bundle)]) == 0
+    assert capsys.readouterr().out == "Harry saw the \u25a0\u25a0\u25a0\u25a0\u25a0\u25a0 \n"
