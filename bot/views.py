@@ -1,4 +1,5 @@
-"""The shared paginator: Previous/Next buttons only the invoker can press, disabled on timeout."""
+"""The shared paginator: Previous/Next buttons only the invoker can press, disabled on timeout, and
+any other items beside them (a tale's own buttons, which every member may press)."""
 from __future__ import annotations
 
 from typing import Awaitable, Callable
@@ -11,11 +12,13 @@ PageSource = Callable[[int], Awaitable[tuple[discord.Embed, int]]]  # page -> (e
 
 
 class Paginator(QuillView):
-    def __init__(self, invoker_id: int, source: PageSource, timeout: float = 180):
+    def __init__(self, invoker_id: int, source: PageSource, timeout: float = 180, items=()):
         super().__init__(timeout=timeout)
         self.invoker_id, self.source = invoker_id, source
         self.page, self.pages = 0, 1
         self.interaction: discord.Interaction | None = None
+        for item in items:
+            self.add_item(item)
 
     async def start(self, interaction: discord.Interaction) -> None:
         self.interaction = interaction
@@ -23,16 +26,13 @@ class Paginator(QuillView):
         self._refresh()
         await interaction.response.send_message(embed=embed, view=self, allowed_mentions=NO_MENTIONS)
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.user.id != self.invoker_id:
-            raise MemberError("Only the member who opened this gallery can turn its pages.")
-        return True
-
     def _refresh(self) -> None:
         self.previous.disabled = self.page == 0
         self.next.disabled = self.page >= self.pages - 1
 
     async def _show(self, interaction: discord.Interaction, page: int) -> None:
+        if interaction.user.id != self.invoker_id:
+            raise MemberError("Only the member who opened this gallery can turn its pages.")
         embed, self.pages = await self.source(page)
         self.page = min(page, self.pages - 1)
         self._refresh()
@@ -47,7 +47,7 @@ class Paginator(QuillView):
         await self._show(interaction, self.page + 1)
 
     async def on_timeout(self) -> None:
-        for item in self.children:
+        for item in (self.previous, self.next):  # a tale's buttons work whenever they are pressed
             item.disabled = True
         if self.interaction is not None:
             try:

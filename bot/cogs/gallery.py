@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_embed
+from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.cogs.together import authors
 from bot.errors import NO_MENTIONS, MemberError
 from bot.views import Paginator
@@ -82,7 +82,7 @@ class GalleryCog(commands.Cog):
         async def page(number: int) -> tuple[discord.Embed, int]:  # page 0 is the tale's own text
             return (tale_embed(found) if number == 0 else chapter_embed(found, chapters[number - 1])), found.chapters
 
-        await Paginator(interaction.user.id, page).start(interaction)
+        await Paginator(interaction.user.id, page, items=tale_buttons(found)).start(interaction)
 
     @tale.command(name="export", description="The whole tale, every chapter, as a .txt file")
     @app_commands.describe(id="The tale's number (#id in its footer)")

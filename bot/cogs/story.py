@@ -194,10 +194,14 @@ HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a modera
 TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ContinueButton, ReportButton)
 
 
+def tale_buttons(tale: Tale) -> list[discord.ui.Item]:
+    return [SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
+            ContinueButton(tale.id), ReportButton(tale.id)]
+
+
 def story_view(tale: Tale) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for item in (SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
-                 ContinueButton(tale.id), ReportButton(tale.id)):
+    for item in tale_buttons(tale):
         view.add_item(item)
     return view
 
