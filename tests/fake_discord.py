@@ -55,10 +55,13 @@ class FakeDiscord:
         self.edit_times: dict[str, deque] = defaultdict(deque)
         self.rate_limited = 0
         self.fail_next = {"429": 0, "500": 0}
+        self.retry_after = 0.3  # what an injected 429 asks for
+        self.limited_until: dict[str, float] = {}  # token -> when its 429's retry_after ends
         self.edit_delay = 0.0
         self.commands: list[dict] = []
         self.resumed = asyncio.Event()
         self.identified = asyncio.Event()
+        self.identify: dict | None = None  # the bot's IDENTIFY payload
         self._ids = itertools.count(10_000)
         self._sequence = itertools.count(1)
         self._socket: web.WebSocketResponse | None = None
@@ -143,6 +146,9 @@ class FakeDiscord:
         token = request.match_info["token"]
         payload = await request.json()
         self.requests.append(("edit", token, payload))
+        early = self.limited_until.get(token, 0) - time.monotonic()
+        if early > 0.01:  # real Discord answers with another 429; repeated ones earn a temporary ban
+            self.violations.append(f"edit of {token} sent {early:.2f} s before its 429's retry_after ended")
         if self.fail_next["500"]:
             self.fail_next["500"] -= 1
             return reply({"message": "Internal Server Error", "code": 0}, status=500)
@@ -151,9 +157,10 @@ class FakeDiscord:
         while times and now - times[0] > EDIT_WINDOW:
             times.popleft()
         if self.fail_next["429"] or len(times) >= EDITS_PER_WINDOW:
-            self.fail_next["429"] = max(0, self.fail_next["429"] - 1)
             self.rate_limited += 1
-            retry = 0.3 if not times else max(0.05, EDIT_WINDOW - (now - times[0]))
+            retry = self.retry_after if self.fail_next["429"] else max(0.05, EDIT_WINDOW - (now - times[0]))
+            self.limited_until[token] = now + retry
+            self.fail_next["429"] = max(0, self.fail_next["429"] - 1)
             return reply({"message": "You are being rate limited.", "retry_after": retry,
                                       "global": False}, status=429,
                                      headers={"Via": "1.1 google", "Retry-After": str(retry),
@@ -244,6 +251,7 @@ class FakeDiscord:
             if frame["op"] == 1:  # heartbeat
                 await socket.send_json({"op": 11, "d": None, "s": None, "t": None})
             elif frame["op"] == 2:  # identify
+                self.identify = frame["d"]
                 await self.dispatch("READY", {
                     "v": 10, "user": {**user(BOT_ID, "Quill", bot=True), "verified": True, "flags": 0},
                     "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],

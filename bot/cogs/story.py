@@ -318,20 +318,28 @@ class StoryCog(commands.Cog):
 
     async def _stream(self, interaction: discord.Interaction, request: StoryRequest):
         """Read the story as fast as it is written; a separate loop edits the reply with everything
-        ready at most once per edit interval, so slow edits never hold the tale back."""
+        ready at most once per edit interval, so slow edits never hold the tale back. An edit once
+        sent is never abandoned: the message's next edit (the final one included) waits for it,
+        and so for any 429's retry_after that discord.py is sitting out inside it."""
         progress = {"text": "", "position": 0}
         changed = asyncio.Event()
         words = word_filter(request.blocked_words)
+        sending: asyncio.Future | None = None
+
+        async def edit(content: str) -> None:
+            try:
+                await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException as error:  # a lost edit is only a missed frame
+                log.warning("streamed edit failed (guild %s): %s", interaction.guild_id, error)
 
         async def edit_now_and_then() -> None:
+            nonlocal sending
             while True:
                 await changed.wait()
                 changed.clear()
-                content = streaming_content(words.mask(progress["text"].lstrip()), progress["position"])
-                try:
-                    await interaction.edit_original_response(content=content, allowed_mentions=NO_MENTIONS)
-                except discord.HTTPException as error:  # a lost edit is only a missed frame
-                    log.warning("streamed edit failed (guild %s): %s", interaction.guild_id, error)
+                sending = asyncio.ensure_future(
+                    edit(streaming_content(words.mask(progress["text"].lstrip()), progress["position"])))
+                await asyncio.shield(sending)  # stopping this loop does not stop the edit
                 await asyncio.sleep(self.edit_interval)
 
         editor = asyncio.create_task(edit_now_and_then())
@@ -346,6 +354,8 @@ class StoryCog(commands.Cog):
             editor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await editor
+            if sending is not None:
+                await sending
 
 
 async def setup(bot) -> None:
