@@ -4,7 +4,7 @@ FROM python:3.11-slim
 # numba's compiled story engine is built into the image (see the warm-up below); a machine with
 # another CPU recompiles it once, into the same folder, which the bot's user owns.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache QUILL_MODEL=/app/models/default
+    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache
 WORKDIR /app
 
 # Dependencies first, in their own layer: a code change does not reinstall them. The list is
@@ -18,10 +18,9 @@ COPY README.md cli.py ./
 COPY model/ model/
 COPY train/ train/
 COPY bot/ bot/
-RUN pip install --no-cache-dir --no-deps .
-
-# The shipped model lives inside the image.
+# The package carries the shipped model (pyproject's data-files), so the copy in /app goes.
 COPY models/default/ models/default/
+RUN pip install --no-cache-dir --no-deps . && rm -rf models
 
 # Compile the story engine now, so the first start does not spend ~15 s doing it.
 RUN useradd --create-home --uid 10001 quill && mkdir /data /app/numba-cache \

@@ -295,7 +295,7 @@ def cmd_bench(args) -> int:
         from train.bench import bench_train
         result = bench_train(args)
     elif args.bench == "filter":
-        from model.bench import POTTER_STARTS, bench_filter
+        from train.bench_generate import POTTER_STARTS, bench_filter
         result = bench_filter(Path(args.model or default_model()), args.corpus, args.stories, args.temperature,
                               tuple(args.starts or POTTER_STARTS))
     elif args.bench == "story":
@@ -303,7 +303,7 @@ def cmd_bench(args) -> int:
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,
                              tuple(args.starts or STARTS))
     else:
-        from model.bench import bench_generate
+        from train.bench_generate import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)
     print_result(result, args.json)
     return 0

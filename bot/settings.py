@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from dotenv import load_dotenv
 from model.generator import GeneratorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_model() -> Path:
+    """The checkout's models/default; an installed package carries a copy as data files (pyproject)."""
+    checkout = ROOT / "models" / "default"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "quill" / "models" / "default"
 
 
 class SettingsError(ValueError):
@@ -21,7 +28,7 @@ class Settings:
     discord_token: str | None = None
     dev_guild_id: int | None = None
     database: Path = Path("quill.db")
-    model: Path = ROOT / "models" / "default"
+    model: Path = shipped_model()
     queue_size: int = GeneratorConfig.queue_size  # the generator's own defaults, not copies
     max_batch: int = GeneratorConfig.max_batch
     story_timeout: float = GeneratorConfig.timeout

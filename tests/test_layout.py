@@ -37,3 +37,40 @@ def test_an_installed_package_carries_its_data_files(tmp_path):
     [wheel] = tmp_path.glob("quill-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "model/blocklist.txt" in names and "cli.py" in names and "bot/cogs/together.py" in names
+
+
+def test_the_runtime_never_imports_training_code():
+    """model/ and bot/ are what `make run` and the Docker image install; train/ needs Keras."""
+    for path in [*(ROOT / "model").glob("*.py"), *(ROOT / "bot").rglob("*.py")]:
+        source = path.read_text()
+        assert "from train" not in source and "import train" not in source, path
+
+
+def test_an_installed_package_tells_a_story_from_any_folder(tmp_path):
+    """A wheel installed in a fresh venv finds its shipped model (issue 18): no checkout needed."""
+    import shutil
+    import sysconfig
+
+    had_build = (ROOT / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+    finally:
+        if not had_build:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+    [wheel] = tmp_path.glob("quill-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # The dependencies come from this venv (no network); quill itself only from the wheel.
+    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run([venv / "bin" / "quill", "story", "Harry", "--length", "100", "--seed", "1"],
+                         capture_output=True, text=True, cwd=elsewhere, env={"PATH": "/usr/bin:/bin"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Harry") and len(out.stdout) > 90
