@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.safety import WordFilter, clean_word, shipped_words
+from model.safety import SEPARATORS, WordFilter, clean_word, shipped_words
 from model.sampler import StoryEnd
 from model.vocab import UnknownCharacters, Vocabulary
 
@@ -197,6 +197,9 @@ class _Row:
         begin = self.checked
         while begin > self.primed and text[begin - 1].isalnum():
             begin -= 1  # back to the start of a word that was still being written
+        while (begin - 2 >= self.primed and text[begin - 1] in SEPARATORS and text[begin - 2].isalnum()
+               and (begin - 3 < self.primed or not text[begin - 3].isalnum())):
+            begin -= 2  # and of a word spelled out letter by letter ("n i g g"), which may go on
         for end in range(self.checked + 1, len(text) + 1):
             if text[end - 1].isalnum() or text[end - 1] in "@$":
                 continue  # inside a word: nothing new is complete

@@ -1,10 +1,12 @@
-"""The word filter: the one module that owns the blocked-word lists and how words are matched.
+"""The word filter: the one module that owns the blocked-word lists, the dictionary of real words,
+and how words are matched.
 
-A word is blocked when, read case-insensitively with look-alike symbols mapped to letters
-(0->o, 1->i, 3->e, 4->a, 5->s, 7->t, @->a, $->s, ! and | -> i), it spells a listed word with any letter
-repeated ("niiigger"), optionally followed by a plural ending (s; es after o); letters split by
-separators ("n.i.g.g.e.r", "n i g g e r") are read as one word. Matching is by whole word, so
-"Scunthorpe", "assassin" and "cocktail" pass even when a short word inside them is listed.
+A token is read case-insensitively with look-alike symbols mapped to letters (0->o, 1->i, 3->e, 4->a,
+5->s, 7->t, @->a, $->s, ! and | -> i). It is blocked when it is a listed word or its plural (s; es
+after o), or when it is not a real word (model/words.txt) and holds a listed word anywhere, with any
+letter repeated ("niiigger", "xnigger", "niggerish"). Real words pass however they are made: with
+"god" listed, "good" and "goddess" pass; "Scunthorpe"-style words pass as long as no listed word is
+inside them. Letters split by separators ("n.i.g.g.e.r", "n i g g e r") are read as one word.
 """
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 
 SHIPPED_LIST = Path(__file__).with_name("blocklist.txt")
+DICTIONARY = Path(__file__).with_name("words.txt")  # real words: train/dictionary.py writes it
 LOOKALIKES = str.maketrans("013457@$!|", "oieastasii")
 MAX_WORD = 40  # longer blocked words are refused when added
 # A token: letters with look-alike symbols among them ("!" and "|" only between others, so
 # "Nigger!" ends at the "r"); apostrophes and other punctuation end a word.
 _TOKEN = re.compile(r"[a-z0-9@$]+(?:[!|][a-z0-9@$]+)*")
 # Single characters joined by one separator each: "n.i.g.g.e.r", "n i g g e r", "n-i-g".
+SEPARATORS = " .-_*"
 _SPELLED = re.compile(r"(?<![a-z0-9@$])[a-z0-9@$]([ .\-_*])(?:[a-z0-9@$]\1)+[a-z0-9@$](?![a-z0-9@$])")
 
 
@@ -47,17 +51,12 @@ def clean_word(word: str) -> str:
     return word
 
 
-def _matches(token: str, token_runs, pattern: tuple[tuple[str, int], ...]) -> bool:
-    """Whether `token` (already mapped and lower case; `token_runs` its runs) spells the word of
-    `pattern` plus a plural ending."""
-    if len(token_runs) < len(pattern):
-        return False
-    for (c, n), (want, least) in zip(token_runs, pattern):
-        if c != want or n < least:
-            return False
-    rest = token[sum(n for _, n in token_runs[:len(pattern)]):]
-    # Plurals only: other endings turn short words into innocent ones ("spic" -> "spicy").
-    return rest in ("", "s") or (rest == "es" and pattern[-1][0] == "o")
+def _inside(token_runs, pattern: tuple[tuple[str, int], ...]) -> bool:
+    """Whether the word of `pattern` is spelled anywhere in the token, each letter repeated at least
+    as often as the word has it."""
+    size = len(pattern)
+    return any(all(c == want and n >= least for (c, n), (want, least) in zip(token_runs[j:j + size], pattern))
+               for j in range(len(token_runs) - size + 1))
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class WordFilter:
         lowered = text.lower()
         found = [m.span() for m in _TOKEN.finditer(lowered)
                  if re.search("[a-z]", m.group()) and self._blocked(m.group())]
-        found += [m.span() for m in _SPELLED.finditer(lowered) if self._spelled(re.sub(r"[ .\-_*]", "", m.group()))]
+        found += [m.span() for m in _SPELLED.finditer(lowered) if self._spelled(m.group()[::2])]
         return sorted(found)
 
     def find(self, text: str) -> list[str]:
@@ -94,20 +93,29 @@ class WordFilter:
 
     def _blocked(self, token: str) -> bool:
         token = token.translate(LOOKALIKES)
-        patterns = _patterns(self.words).get(token[0])
-        if not patterns:
+        if token in _plain_forms(self.words):
+            return True
+        if token in real_words():
             return False
         token_runs = runs(token)
-        return any(_matches(token, token_runs, p) for p in patterns)
+        return any(_inside(token_runs, pattern) for pattern in _patterns(self.words))
 
 
 @lru_cache(maxsize=256)
-def _patterns(words: frozenset[str]) -> dict[str, tuple[tuple[tuple[str, int], ...], ...]]:
-    """The words' letter runs by first letter: a token is compared only with words it could be."""
-    index: dict[str, list] = {}
-    for word in words:
-        index.setdefault(word[0], []).append(runs(word))
-    return {first: tuple(patterns) for first, patterns in index.items()}
+def _plain_forms(words: frozenset[str]) -> frozenset[str]:
+    """The listed words as written and in the plural: blocked even where a dictionary has them."""
+    return frozenset(form for w in words for form in (w, w + "s", *((w + "es",) if w.endswith("o") else ())))
+
+
+@lru_cache(maxsize=256)
+def _patterns(words: frozenset[str]) -> tuple[tuple[tuple[str, int], ...], ...]:
+    return tuple(runs(word) for word in sorted(words))
+
+
+@lru_cache(maxsize=1)
+def real_words() -> frozenset[str]:
+    """The shipped dictionary: lower-case words of the training corpus and a standard word list."""
+    return frozenset(DICTIONARY.read_text(encoding="utf-8").split())
 
 
 @lru_cache(maxsize=1)

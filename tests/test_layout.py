@@ -36,7 +36,7 @@ def test_an_installed_package_carries_its_data_files(tmp_path):
             shutil.rmtree(ROOT / "build", ignore_errors=True)
     [wheel] = tmp_path.glob("quill-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "model/blocklist.txt" in names and "cli.py" in names and "bot/cogs/together.py" in names
+    assert "model/blocklist.txt" in names and "model/words.txt" in names and "cli.py" in names and "bot/cogs/together.py" in names
 
 
 def test_the_runtime_never_imports_training_code():

@@ -1,0 +1,58 @@
+"""Writes model/words.txt, the word filter's dictionary of real words (model/safety.py reads it).
+
+    python -m train.dictionary --corpus ../shared/corpus/fantasy ../shared/corpus/library \
+        --standard /usr/share/dict/words      # Debian's wamerican
+
+A word is real when the standard list has it, or when the training corpus uses it at least twice and
+no listed word hides inside it (so an old book's "niggerish" never makes a made-up slur pass).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+from model.safety import DICTIONARY, _inside, _patterns, runs, shipped_words
+from train.corpus import find_text_files
+
+LETTERS = re.compile(r"[a-z]+")
+MIN_CORPUS_COUNT = 2  # a word seen once may be a misprint
+
+
+def standard_words(path: Path) -> set[str]:
+    """Entries of plain letters only ("Aachen's" and the like are left out), lower case."""
+    return {w.lower() for w in path.read_text(encoding="utf-8", errors="replace").split() if w.isalpha()
+            and w.isascii()}
+
+
+def corpus_words(paths) -> Counter:
+    counts: Counter = Counter()
+    for path in find_text_files(paths):
+        counts.update(LETTERS.findall(path.read_text(encoding="utf-8").lower()))
+    return counts
+
+
+def build(corpus, standard: Path) -> set[str]:
+    patterns = _patterns(shipped_words())
+    hides_a_listed_word = lambda w: any(_inside(runs(w), p) for p in patterns)  # noqa: E731
+    counts = corpus_words(corpus)
+    return standard_words(standard) | {w for w, n in counts.items() if n >= MIN_CORPUS_COUNT
+                                       and not hides_a_listed_word(w)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", nargs="+", required=True, metavar="PATH")
+    parser.add_argument("--standard", type=Path, default=Path("/usr/share/dict/words"), metavar="FILE")
+    parser.add_argument("--out", type=Path, default=DICTIONARY)
+    args = parser.parse_args(argv)
+    words = build(args.corpus, args.standard)
+    tmp = args.out.with_name(f".tmp-{args.out.name}")
+    tmp.write_text("\n".join(sorted(words)) + "\n", encoding="utf-8")
+    tmp.replace(args.out)
+    print(f"{len(words):,} words written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
