@@ -48,6 +48,17 @@ class QuillBot(commands.AutoShardedBot):
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
 
+    # The cogs' public faces, for the buttons, the console and the cogs that share their work.
+    @property
+    def writer(self):
+        """StoryCog: writes, streams and stores every story, chapter and reply."""
+        return self.get_cog("StoryCog")
+
+    @property
+    def together(self):
+        """TogetherCog: tales written together, line by line."""
+        return self.get_cog("TogetherCog")
+
     async def prepare(self) -> None:
         """Everything but the Discord connection (the console mode and tests stop here)."""
         self.db = await Database.open(self.settings.database)

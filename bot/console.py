@@ -147,7 +147,7 @@ class Console:
             raise ConsoleError("no tale to add a line to: start one with /story start:... together:true")
         interaction = ConsoleInteraction(self, None)
         try:
-            await self.bot.get_cog("TogetherCog").add_line(interaction, item.tale_id, text)
+            await self.bot.together.add_line(interaction, item.tale_id, text)
         except Exception as error:
             await answer_error(interaction, error)
 

@@ -190,7 +190,9 @@ async def test_filter_commands_need_manage_server_and_answer_privately(bot):
     assert "one word" in ephemeral_text(i)
     i = await run(bot, "filter list", moderator(bot, guild))
     assert "||dragon||" in ephemeral_text(i)
-    i = await run(bot, "filter remove", moderator(bot, guild), word="dragon")
+    i = await run(bot, "filter remove", moderator(bot, guild), word="drag0n!")
+    assert "one word of the letters a-z" in ephemeral_text(i)  # read as /filter add reads it
+    i = await run(bot, "filter remove", moderator(bot, guild), word=" DRAGON  ")
     assert ephemeral_text(i) == "Allowed again: ||dragon||."
     assert await bot.word_lists.words(guild) == ()
     for call in all_sends(i):

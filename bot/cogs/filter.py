@@ -10,6 +10,14 @@ from bot.errors import NO_MENTIONS, MemberError
 from model.safety import clean_word
 
 
+def checked(word: str) -> str:
+    """A word as the lists hold it, or a refusal saying what is wrong with it."""
+    try:
+        return clean_word(word)
+    except ValueError as e:
+        raise MemberError(f"{e}.") from None
+
+
 class FilterCog(commands.Cog):
     words = app_commands.Group(name="filter", description="Words this server keeps out of its tales",
                                guild_only=True, default_permissions=discord.Permissions(manage_guild=True))
@@ -30,8 +38,8 @@ class FilterCog(commands.Cog):
     @app_commands.describe(word="One word, plain spelling (look-alike spellings are caught too)")
     async def add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
         self._require_manage_server(interaction)
+        word = checked(word)
         try:
-            word = clean_word(word)
             added = await self.bot.word_lists.add(interaction.guild_id, word)
         except ValueError as e:
             raise MemberError(f"{e}.") from None
@@ -42,7 +50,7 @@ class FilterCog(commands.Cog):
     @app_commands.describe(word="A word from /filter list")
     async def remove(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
         self._require_manage_server(interaction)
-        word = word.strip().lower()
+        word = checked(word)  # as /filter add wrote it
         removed = await self.bot.word_lists.remove(interaction.guild_id, word)
         await self._reply(interaction, f"Allowed again: ||{word}||." if removed
                           else f"||{word}|| is not on this server's list (the shipped list cannot be changed).")

@@ -93,7 +93,7 @@ class Cooldowns:
         self.last.pop((guild_id, user_id), None)
 
 
-class _TaleButton:
+class TaleButton:
     """A button whose custom_id carries the tale id, so it keeps working after a restart and
     never times out (discord.py rebuilds it from the id: a DynamicItem)."""
 
@@ -119,7 +119,7 @@ class _TaleButton:
             await answer_error(interaction, error)
 
 
-class SaveButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:save:(?P<id>[0-9]+)"):
+class SaveButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:save:(?P<id>[0-9]+)"):
     kind = "save"
 
     def __init__(self, tale_id: int, saved: bool = False):
@@ -135,7 +135,7 @@ class SaveButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templat
                                         allowed_mentions=NO_MENTIONS)
 
 
-class VoteButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:vote:(?P<id>[0-9]+)"):
+class VoteButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:vote:(?P<id>[0-9]+)"):
     kind = "vote"
 
     def __init__(self, tale_id: int, votes: int = 0):
@@ -147,17 +147,17 @@ class VoteButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], templat
                                                 allowed_mentions=NO_MENTIONS)
 
 
-class AgainButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:again:(?P<id>[0-9]+)"):
+class AgainButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:again:(?P<id>[0-9]+)"):
     kind = "again"
 
     def __init__(self, tale_id: int):
         super().__init__(tale_id, "Again")
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
-        await interaction.client.get_cog("StoryCog").tell(interaction, tale.start, tale.length or None)  # a new seed
+        await interaction.client.writer.tell(interaction, tale.start, tale.length or None)  # a new seed
 
 
-class ReportButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
+class ReportButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button],
                    template=r"quill:report:(?P<id>[0-9]+)"):
     kind = "report"
     needs_visible = False  # a hidden tale can still be reported (and says so)
@@ -179,7 +179,7 @@ class ReportButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
                                         allowed_mentions=NO_MENTIONS)
 
 
-class ContinueButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
+class ContinueButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button],
                      template=r"quill:continue:(?P<id>[0-9]+)"):
     kind = "continue"
 
@@ -187,7 +187,7 @@ class ContinueButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button],
         super().__init__(tale_id, "Continue", discord.ButtonStyle.success)
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
-        await interaction.client.get_cog("StoryCog").continue_tale(interaction, tale)
+        await interaction.client.writer.continue_tale(interaction, tale)
 
 
 HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a moderator looks at it."
@@ -228,11 +228,11 @@ class StoryCog(commands.Cog):
                     length: app_commands.Range[int, STORY_LENGTH.low, STORY_LENGTH.high] | None = None,
                     seed: app_commands.Range[int, 0, 2**31 - 1] | None = None, together: bool = False):
         if together:
-            await self.bot.get_cog("TogetherCog").open(interaction, start, length, seed)
+            await self.bot.together.open(interaction, start, length, seed)
         else:
             await self.tell(interaction, start, length, seed)
 
-    async def _request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
+    async def request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
                        settings, context: str = "") -> StoryRequest:
         """A validated request with this server's temperature and words; the member's turn is taken."""
         bot = self.bot
@@ -249,7 +249,7 @@ class StoryCog(commands.Cog):
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
         check_start(start)
-        request = await self._request(interaction, start, length or settings.story_length, seed, settings)
+        request = await self.request(interaction, start, length or settings.story_length, seed, settings)
 
         async def store(story) -> Tale:
             return await bot.gallery.add(
@@ -292,7 +292,7 @@ class StoryCog(commands.Cog):
         generator = self.bot.generator
         tale = generator.vocab.normalisation.from_reading(so_far)
         context = continuation_start(tale, generator.config.max_prompt)
-        return await self._request(interaction, start, new, None, settings, context)
+        return await self.request(interaction, start, new, None, settings, context)
 
     async def write(self, interaction: discord.Interaction, request: StoryRequest, store):
         """Defer, stream the story, and store it (`await store(story)`) as soon as it is done; a

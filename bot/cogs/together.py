@@ -8,7 +8,7 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, _TaleButton, check_start, story_view, tale_embed
+from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, story_view, tale_embed
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
 from bot.errors import NO_MENTIONS, MemberError, answer_error
@@ -38,13 +38,13 @@ class LineModal(discord.ui.Modal, title="Add a line"):
         self.tale_id = tale_id
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await interaction.client.get_cog("TogetherCog").add_line(interaction, self.tale_id, self.line.value)
+        await interaction.client.together.add_line(interaction, self.tale_id, self.line.value)
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         await answer_error(interaction, error)
 
 
-class AddLineButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:line:(?P<id>[0-9]+)"):
+class AddLineButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:line:(?P<id>[0-9]+)"):
     kind = "line"
 
     def __init__(self, tale_id: int):
@@ -56,14 +56,14 @@ class AddLineButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], temp
         await interaction.response.send_modal(LineModal(tale.id))
 
 
-class FinishButton(_TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:finish:(?P<id>[0-9]+)"):
+class FinishButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:finish:(?P<id>[0-9]+)"):
     kind = "finish"
 
     def __init__(self, tale_id: int):
         super().__init__(tale_id, "Finish", discord.ButtonStyle.secondary)
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
-        await interaction.client.get_cog("TogetherCog").finish(interaction, tale)
+        await interaction.client.together.finish(interaction, tale)
 
 
 TOGETHER_BUTTONS = (AddLineButton, FinishButton)
@@ -86,10 +86,6 @@ class TogetherCog(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*TOGETHER_BUTTONS)
 
-    @property
-    def writer(self):
-        return self.bot.get_cog("StoryCog")
-
     async def open(self, interaction: discord.Interaction, start: str, length: int | None = None,
                    seed: int | None = None) -> Tale:
         """The opening, written from the start (`length` new characters, else the server's length for
@@ -97,7 +93,7 @@ class TogetherCog(commands.Cog):
         bot, user = self.bot, interaction.user
         check_start(start)
         settings = await bot.guild_settings.get(interaction.guild_id)
-        request = await self.writer._request(interaction, start, length or settings.together_length, seed, settings)
+        request = await self.bot.writer.request(interaction, start, length or settings.together_length, seed, settings)
 
         async def store(story) -> Tale:
             return await bot.gallery.add(
@@ -105,7 +101,7 @@ class TogetherCog(commands.Cog):
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
                 seed=story.seed, model=story.model, card_hash=story.card_hash, together=True, length=request.length)
 
-        tale = await self.writer.write(interaction, request, store)
+        tale = await self.bot.writer.write(interaction, request, store)
         opening = tale_embed(tale)
         opening.set_footer(text=f"tale #{tale.id} · written together: press Add a line to take a turn")
         try:
@@ -137,7 +133,7 @@ class TogetherCog(commands.Cog):
         chapters = await bot.gallery.chapters(guild_id, tale.id)
         # The line is the request's start, checked and normalised once; its leading break makes it a
         # paragraph of its own.
-        request = await self.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
+        request = await self.bot.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
                                                  settings.together_length, settings, start="\n" + line.strip())
 
         async def store(story) -> list[Chapter]:
@@ -147,7 +143,7 @@ class TogetherCog(commands.Cog):
                                     ("reply", *BOT_AUTHOR, story.written, story.seed)],
                 limit=TOGETHER_MAX_PARTS)
 
-        parts = await self.writer.write(interaction, request, store)
+        parts = await self.bot.writer.write(interaction, request, store)
         await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
                                                  view=together_view(tale), allowed_mentions=NO_MENTIONS)
         return parts[0], parts[1]
