@@ -22,20 +22,25 @@ def test_trainer_and_model_use_no_tensorflow_api():
         assert all(l.startswith("        ") for l in lines), (path, lines)
 
 
-def test_an_installed_package_carries_its_data_files(tmp_path):
-    """A non-editable install (the Docker image's) must hold the files the code reads at run time."""
+def build_wheel(folder: Path) -> Path:
     import shutil
-    import zipfile
 
     had_build = (ROOT / "build").exists()
     try:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+                        "--wheel-dir", str(folder), str(ROOT)], check=True, capture_output=True, cwd=folder)
     finally:
         if not had_build:  # setuptools leaves its build folder in the checkout
             shutil.rmtree(ROOT / "build", ignore_errors=True)
-    [wheel] = tmp_path.glob("quill-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    [wheel] = folder.glob("quill-*.whl")
+    return wheel
+
+
+def test_an_installed_package_carries_its_data_files(tmp_path):
+    """A non-editable install (the Docker image's) must hold the files the code reads at run time."""
+    import zipfile
+
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
     assert "model/blocklist.txt" in names and "model/words.txt" in names and "cli.py" in names and "bot/cogs/together.py" in names
 
 
@@ -48,17 +53,9 @@ def test_the_runtime_never_imports_training_code():
 
 def test_an_installed_package_tells_a_story_from_any_folder(tmp_path):
     """A wheel installed in a fresh venv finds its shipped model (issue 18): no checkout needed."""
-    import shutil
     import sysconfig
 
-    had_build = (ROOT / "build").exists()
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--wheel-dir", str(tmp_path), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
-    finally:
-        if not had_build:
-            shutil.rmtree(ROOT / "build", ignore_errors=True)
-    [wheel] = tmp_path.glob("quill-*.whl")
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     python = venv / "bin" / "python"

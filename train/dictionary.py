@@ -4,7 +4,9 @@
         --standard /usr/share/dict/words      # Debian's wamerican
 
 A word is real when the standard list has it, or when the training corpus uses it at least twice and
-no listed word hides inside it (so an old book's "niggerish" never makes a made-up slur pass).
+no listed word of five letters or more hides inside it (so an old book's "niggeress" never makes a
+made-up slur pass). Short listed words hide in innocent ones too often to rule those out:
+"twopence", Oz's "Woggle-Bug", "unsuspicious", "Chingachgook".
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from train.corpus import find_text_files
 
 LETTERS = re.compile(r"[a-z]+")
 MIN_CORPUS_COUNT = 2  # a word seen once may be a misprint
+LONG_LISTED = 5  # letters: a listed word this long inside a corpus word leaves that word out
 
 
 def standard_words(path: Path) -> set[str]:
@@ -34,7 +37,7 @@ def corpus_words(paths) -> Counter:
 
 
 def build(corpus, standard: Path) -> set[str]:
-    patterns = _patterns(shipped_words())
+    patterns = _patterns(frozenset(w for w in shipped_words() if len(w) >= LONG_LISTED))
     hides_a_listed_word = lambda w: any(_inside(runs(w), p) for p in patterns)  # noqa: E731
     counts = corpus_words(corpus)
     return standard_words(standard) | {w for w, n in counts.items() if n >= MIN_CORPUS_COUNT
