@@ -9,7 +9,7 @@ EVASIONS = ["nigger", "NIGGER", "Nigger!", "niiiggerrr", "n1gg3r", "n!gger", "n.
 INNOCENT = ["Scunthorpe", "assassin", "cocktail", "Dick Whittington", "spicy", "spice", "injunction",
             "squawk", "Pakistan", "the Niger river", "Yiddish", "a chink of light", "the fags at school",
             "the fairy", "a spook", "sniggered", "snigger", "bigger", "digger", "class", "Niger", "Montenegro",
-            "raccoon", "twopence", "the Woggle-Bug", "unsuspicious", "Chingachgook"]
+            "raccoon", "twopence", "the Woggle-Bug", "unsuspicious", "the Growleywogs"]
 
 
 @pytest.mark.parametrize("text", EVASIONS)

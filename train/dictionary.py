@@ -6,7 +6,7 @@
 A word is real when the standard list has it, or when the training corpus uses it at least twice and
 no listed word of five letters or more hides inside it (so an old book's "niggeress" never makes a
 made-up slur pass). Short listed words hide in innocent ones too often to rule those out:
-"twopence", Oz's "Woggle-Bug", "unsuspicious", "Chingachgook".
+"twopence", Oz's "Woggle-Bug" and "Growleywogs", "unsuspicious".
 """
 from __future__ import annotations
 
