@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from model.vocab import Vocabulary
@@ -107,6 +107,8 @@ def load_network(directory):
     if network.vocab_size != len(bundle.vocab) or network.dense_bias.shape[0] != len(bundle.vocab):
         raise BundleError(f"{bundle.path} is inconsistent: vocab.json has {len(bundle.vocab)} characters but the "
                           f"model takes {network.vocab_size} and outputs {network.dense_bias.shape[0]}")
+    if bundle.vocab.normalisation.paragraphs:  # there "\n" ends a paragraph; elsewhere it is a printed line
+        network = replace(network, paragraph_id=bundle.vocab.index["\n"])
     return bundle, network
 
 

@@ -96,6 +96,7 @@ class NumpyEngine:
                       for l, (k, _) in zip(self.layers, nexts)]
         self.fused_bias = [np.concatenate([l.recurrent_bias, b]) for l, (_, b) in zip(self.layers, nexts)]
         self.vocab_size = embedding.shape[0]
+        self.paragraph_id = network.paragraph_id
         widths = [l.cell_size + l.gates for l in self.layers]
         self.state_at = np.cumsum([0] + widths)[:-1].tolist()  # where each layer's columns start
 
@@ -148,7 +149,7 @@ class NumpyEngine:
         uniform draw, then feed the character. Returns ids (rows, steps), logits, state."""
         ids = np.empty(uniforms.shape, np.int64)
         for t in range(uniforms.shape[1]):
-            ids[:, t] = sample_rows(logits, uniforms[:, t], temperature, top_k, top_p)
+            ids[:, t] = sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, paragraph_id=self.paragraph_id)
             logits, state = self.step(ids[:, t], state)
         return ids, np.asarray(logits), np.asarray(state)
 
@@ -230,7 +231,7 @@ class FusedEngine(NumpyEngine):
         threads = self.threads.pick(rows)
         numba.set_num_threads(threads)
         started = time.perf_counter()
-        ids = kernels.generate(logits, state, *settings, *self._weights)
+        ids = kernels.generate(logits, state, *settings, self.paragraph_id, *self._weights)
         self.threads.record(rows, threads, time.perf_counter() - started)
         return ids, logits, state
 
@@ -274,7 +275,8 @@ class DeviceEngine(NumpyEngine):
     def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p):
         ids = []
         for t in range(uniforms.shape[1]):  # a short run, unrolled: same code on every backend
-            ids.append(sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, xp=self.ops))
+            ids.append(sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, xp=self.ops,
+                                   paragraph_id=self.paragraph_id))
             logits, state = self._device_step(ids[-1], state)
         return self.ops.stack(ids, axis=1), logits, state
 

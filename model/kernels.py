@@ -118,12 +118,14 @@ def cell(kind, units, xp, hp, cell_state, h):
 
 
 @njit(error_model="numpy", cache=True)
-def sample_row(logits, uniform, temperature, top_k, top_p, p):
+def sample_row(logits, uniform, temperature, top_k, top_p, p, paragraph_id):
     """sampler.sample_rows for one row, in the same float64 steps so both pick the same id.
     p is scratch space (vocab,), so the usual case (no top-k/top-p) allocates nothing."""
     n = logits.shape[0]
     for i in range(n):
         p[i] = logits[i] / temperature
+    if paragraph_id >= 0:
+        p[paragraph_id] = logits[paragraph_id] + logits.max() * (1.0 / temperature - 1.0)
     if 0 < top_k < n:
         kth = np.sort(p)[n - top_k]
         for i in range(n):
@@ -226,7 +228,7 @@ def prime(ids, lengths, logits, state, table, weights, biases, layout):
 
 
 @njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
-def generate(logits, state, uniforms, temperature, top_k, top_p, table, weights, biases, layout):
+def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, table, weights, biases, layout):
     """Steps k = uniforms.shape[1] times for every row: sample a character from the row's logits
     with its own uniform draw, then feed it. logits and state are updated in place; returns the
     sampled ids (rows, k)."""
@@ -236,10 +238,12 @@ def generate(logits, state, uniforms, temperature, top_k, top_p, table, weights,
     for t in range(steps):
         if rows >= PARALLEL_ROWS:
             for b in prange(rows):
-                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b])
+                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
+                                       paragraph_id)
         else:
             for b in range(rows):
-                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b])
+                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
+                                       paragraph_id)
         step(ids[t], logits, state, table, weights, biases, layout)
     return ids.T.copy()
 

@@ -8,16 +8,23 @@ CLOSING_QUOTES = "\"')"
 OVERRUN_SHARE, OVERRUN_MIN = 0.15, 40  # a story runs at most 15% (or 40 chars) past its target
 
 
-def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np):
+def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np, paragraph_id=-1):
     """Draw one id per row. Each row uses only its own logits, settings and uniform draw, so a
     row's choice never depends on which other rows share the batch.
 
     temperature divides the logits (the seed recipe's "scaling"); top_k keeps the k likeliest
-    (0: all); top_p keeps the smallest set whose probability reaches p (1: all).
+    (0: all); top_p keeps the smallest set whose probability reaches p (1: all). A paragraph break
+    (`paragraph_id`, -1 for none) keeps the odds it has at temperature 1 against the likeliest
+    character: a low temperature sharpens the choice of words, and would otherwise all but end
+    paragraphs (v4 breaks 2.1 times per 1,000 characters at 0.5, the books 4.4).
     xp is numpy or keras.ops: the same steps run on the host and inside a compiled device loop
-    (without branches, so they trace). model.kernels.sample_row is this function for one row."""
+    (without branches on data, so they trace). model.kernels.sample_row is this function for one row."""
     z = logits / temperature[:, None]  # float64 on the host, where temperature is float64
     vocab = z.shape[1]
+    if paragraph_id >= 0:
+        top = xp.max(logits, axis=1, keepdims=True)
+        kept = logits + top * (1.0 / temperature[:, None] - 1.0)  # = top / T + (logit - top)
+        z = xp.where(xp.arange(vocab)[None, :] == paragraph_id, kept, z)
     kth = xp.take_along_axis(xp.flip(xp.sort(z, axis=1), axis=1),
                              xp.clip(top_k - 1, 0, vocab - 1)[:, None], axis=1)
     limited = (top_k > 0) & (top_k < vocab)

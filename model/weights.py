@@ -37,6 +37,7 @@ class Network:
     layers: tuple[Recurrent, ...]
     dense_kernel: np.ndarray  # (units, vocab)
     dense_bias: np.ndarray  # (vocab,)
+    paragraph_id: int = -1  # the character that breaks a paragraph (sampler.sample_rows); -1: none
 
     @property
     def vocab_size(self) -> int:

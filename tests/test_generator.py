@@ -126,9 +126,34 @@ def test_one_row_sampler_is_the_batch_sampler():
     logits = rng.normal(scale=3.0, size=(n, 40)).astype(np.float32)
     u, temperature = rng.random(n), rng.uniform(0.1, 2.0, n)
     top_k, top_p = rng.integers(0, 45, n), np.where(rng.random(n) < 0.5, 1.0, rng.uniform(0.05, 1.0, n))
-    batch = sample_rows(logits, u, temperature, top_k, top_p)
-    one = [sample_row(logits[i], u[i], temperature[i], top_k[i], top_p[i], np.empty(40)) for i in range(n)]
-    np.testing.assert_array_equal(one, batch)
+    for paragraph_id in (-1, 7):
+        batch = sample_rows(logits, u, temperature, top_k, top_p, paragraph_id=paragraph_id)
+        one = [sample_row(logits[i], u[i], temperature[i], top_k[i], top_p[i], np.empty(40), paragraph_id)
+               for i in range(n)]
+        np.testing.assert_array_equal(one, batch)
+
+
+def test_a_paragraph_break_keeps_its_odds_at_any_temperature():
+    """Against the likeliest character a break has the odds it has at temperature 1; the other
+    characters are sharpened as ever."""
+    n = 20_000
+    logits = np.tile(np.array([[2.0, 0.0, 1.0, -1.0]], np.float32), (n, 1))  # 0: likeliest, 1: the break
+    u = (np.arange(n) + 0.5) / n  # an even grid: counts follow the probabilities to within 1/n
+    ones = np.ones(n)
+    for temperature in (0.25, 0.5, 1.0):
+        ids = sample_rows(logits, u, temperature * ones, np.zeros(n, np.int64), ones, paragraph_id=1)
+        counts = np.bincount(ids, minlength=4)
+        assert counts[1] / counts[0] == pytest.approx(np.exp(0.0 - 2.0), rel=0.02)
+        assert counts[2] / counts[0] == pytest.approx(np.exp((1.0 - 2.0) / temperature), rel=0.02)
+    plain = sample_rows(logits, u, 0.25 * ones, np.zeros(n, np.int64), ones)
+    assert np.bincount(plain, minlength=4)[1] < 0.001 * n  # without the rule, breaks all but vanish
+
+
+def test_bundles_in_paragraphs_sample_breaks_that_way(tiny_bundle):
+    from model.bundle import load_network
+
+    bundle, network = load_network(tiny_bundle)
+    assert network.paragraph_id == bundle.vocab.index["\n"] and FusedEngine(network).paragraph_id >= 0
 
 
 # -- sampling and length -----------------------------------------------------------------------

@@ -187,6 +187,11 @@ def test_shipped_default_model_is_small_plain_and_consistent():
     bundle = load_bundle(shipped)
     assert bundle.card["val_bpc"] < 1.80  # better than the seed recipe's best on the same split
     assert bundle.vocab.prepare("Harry Potter looked at Snape.") == "Harry Potter looked at Snape."
+    unseen = bundle.card["unseen_books"]  # scored at the training window and at a story's length
+    assert unseen["story_window"]["window"] == 2000 and unseen["story_window"]["bits_per_word"] < unseen["bits_per_word"]
+    assert unseen["paragraph_breaks"] > 1000  # with the books' paragraphs
+    root = shipped.parent.parent
+    assert (root / bundle.card["recipe"]).is_file() and (root / bundle.card["init_from"]["path"]).is_dir()
 
 
 def _mean_of(out, epochs):
