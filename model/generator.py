@@ -78,9 +78,10 @@ class StoryRequest:
         """What the model reads before it writes."""
         return self.context + self.start
 
-    def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
+    def validated(self, vocab: Vocabulary, config: GeneratorConfig, normalised: bool = False) -> "StoryRequest":
         """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest naming
-        the field. Every field's type and range is checked, so no request can upset the process."""
+        the field. Every field's type and range is checked, so no request can upset the process.
+        `normalised`: the start already was (the process checking what the client validated)."""
         if not isinstance(self.start, str):
             raise InvalidRequest(f"the start text must be text (got {type(self.start).__name__})")
         temperature = _number("temperature", self.temperature)
@@ -111,7 +112,8 @@ class StoryRequest:
         unknown = vocab.unknown(self.context)
         if unknown:
             raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
-        start = vocab.fold(vocab.normalisation.apply(self.start))  # a member's text: normalised here, once
+        # A member's text is normalised here, once; the process checks it as it comes.
+        start = self.start if normalised else vocab.fold(vocab.normalisation.apply(self.start))
         if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
             raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         unknown = vocab.unknown(start)
@@ -248,7 +250,7 @@ class Scheduler:
         errors, rows, prompts = [], [], []
         for rid, request in joining:
             try:  # the client validates requests; this guards the process against any it missed
-                request.validated(self.vocab, self.limits)
+                request.validated(self.vocab, self.limits, normalised=True)
                 prompt = self.vocab.encode(request.prime)
                 row = _Row(rid, request, self.flush_seconds)
             except (InvalidRequest, TypeError, ValueError, OverflowError) as e:

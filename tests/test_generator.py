@@ -555,3 +555,11 @@ def test_quill_story_is_quiet(tiny_bundle):
     assert done.returncode == 0
     assert done.stdout.startswith("Harry")
     assert done.stderr in ("", "compiling the story engine, once (about 15 s)...\n"), done.stderr
+
+
+def test_the_process_does_not_normalise_a_start_again(fused, bundle):
+    """The client normalised it once; the process checks it and primes exactly that text."""
+    scheduler = Scheduler(fused, bundle.vocab)
+    start = "Harry looked  at\n"  # two spaces: normalising again would change it
+    assert scheduler.add([(1, StoryRequest(start, 100, seed=1))]) == []
+    assert scheduler.rows[0].text == start
