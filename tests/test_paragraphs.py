@@ -3,6 +3,7 @@ continuations."""
 import json
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +101,14 @@ def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, tiny_corp
     first, second = result["models"]
     assert first == second  # the same starts and seeds: the same stories
     assert 0 < first["real_word_rate"] <= 1 and 0 <= first["repeated_4gram_share"] <= 1
+
+
+def test_bench_generate_times_the_filter_on_and_off_side_by_side(tiny_bundle):
+    import asyncio
+
+    from train.bench_generate import _filter_on_and_off
+
+    result = asyncio.run(_filter_on_and_off(tiny_bundle, 100, stories=2))
+    assert result["one_request_filter_on_chars_per_s"] > 0 and result["one_request_filter_off_chars_per_s"] > 0
+    assert result["one_request_filter_on_vs_off"] == pytest.approx(
+        result["one_request_filter_on_chars_per_s"] / result["one_request_filter_off_chars_per_s"], rel=0.01)

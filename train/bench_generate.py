@@ -75,6 +75,29 @@ def _quill_story_seconds(model_dir: Path) -> float:
     return statistics.median(times)
 
 
+async def _filter_on_and_off(model_dir: Path, length: int, stories: int = 7) -> dict:
+    """One request at a time with the word filter on and off, alternating between two generators
+    so that both see the same machine: the filter's cost where it weighs most."""
+    generators = {check: StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, timeout=600, check_words=check))
+                  for check in (True, False)}
+    for generator in generators.values():
+        await generator.start()
+    try:
+        rates = {True: [], False: []}
+        for seed in range(stories + 1):
+            for check, generator in generators.items():
+                t = time.perf_counter()
+                story = await generator.generate(StoryRequest(PROMPT, length, seed=seed))
+                if seed:  # the first of each is a warm-up
+                    rates[check].append(len(story.written) / (time.perf_counter() - t))
+    finally:
+        for generator in generators.values():
+            await generator.close()
+    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    return {"one_request_filter_on_chars_per_s": round(on), "one_request_filter_off_chars_per_s": round(off),
+            "one_request_filter_on_vs_off": round(on / off, 3)}
+
+
 async def _measure(model_dir: Path, length: int) -> dict:
     result = {"generator_ready_warm_s": round(await _ready_seconds(model_dir), 2),
               "quill_story_wall_s": round(_quill_story_seconds(model_dir), 2)}
@@ -124,9 +147,10 @@ async def _measure(model_dir: Path, length: int) -> dict:
                     firsts.append(time.perf_counter() - t)
         result["first_chunk_idle_ms"] = round(1000 * statistics.median(firsts), 1)
         result["generator_peak_rss_mb"] = _peak_rss_mb(generator.pid)
-        return result
     finally:
         await generator.close()
+    result.update(await _filter_on_and_off(model_dir, length))
+    return result
 
 
 def _peak_rss_mb(pid: int) -> float | None:
