@@ -158,14 +158,18 @@ class ThreadChooser:
     """How many numba threads a run of steps gets, chosen by measurement. Parallel loops wait for
     the busiest core, so while another process holds one, fewer threads are faster. Each batch
     width keeps a moving cost per row of every choice, uses the cheapest, and now and then tries
-    another, so it follows the machine's load as it comes and goes."""
+    another, so it follows the machine's load as it comes and goes. The first call after the
+    thread count changes is not counted: it wakes the threads and would make the count that is not
+    in use look slow for ever (one row ran on one thread at half the speed of two)."""
 
-    PROBE_EVERY = 50  # calls between tries of a choice not in use (a slower try costs one call)
+    PROBE_EVERY = 200  # calls between tries of a choice not in use (each try costs about one call)
+    PROBE_CALLS = 3  # calls a try lasts: the first wakes the threads, the others are measured
 
     def __init__(self, most: int):
         self.options = tuple(sorted({1, most}, reverse=True))
         self.cost: dict[tuple[int, int], float] = {}  # (width class, threads) -> seconds per row
         self.calls = 0
+        self.last_threads: int | None = None
 
     @staticmethod
     def width(rows: int) -> int:
@@ -179,11 +183,14 @@ class ThreadChooser:
             return untried[0]
         self.calls += 1
         best = min(costs)[1]
-        if self.calls % self.PROBE_EVERY == 0 and len(self.options) > 1:
+        if self.calls % self.PROBE_EVERY < self.PROBE_CALLS and len(self.options) > 1:
             return next(n for n in self.options if n != best)
         return best
 
     def record(self, rows: int, threads: int, seconds: float) -> None:
+        switched, self.last_threads = threads != self.last_threads, threads
+        if switched:
+            return
         key, cost = (self.width(rows), threads), seconds / rows
         old = self.cost.get(key)
         self.cost[key] = cost if old is None else 0.5 * old + 0.5 * cost

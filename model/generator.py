@@ -192,9 +192,10 @@ class _Row:
 
     def blocked_at(self) -> int | None:
         """Where a blocked word that the new text completes begins (a word is complete once a
-        character follows it); None when all is clean. Looked at after every character that may
-        end a word, as if the text had been checked one character at a time, so the answer does
-        not depend on where runs end ("weed!" ends a word that "weed!r" would continue)."""
+        character follows it); None when all is clean. The answer is the one a check after every
+        character would give, so it does not depend on where runs end: a word ended by "!" or "|"
+        can go on past it ("weed!" is a word, "weed!r" another), so the text is also read as it
+        stood at each of those; every other end of a word is final."""
         text = self.text
         begin = self.checked
         while begin > self.primed and text[begin - 1].isalnum():
@@ -202,9 +203,8 @@ class _Row:
         while (begin - 2 >= self.primed and text[begin - 1] in SEPARATORS and text[begin - 2].isalnum()
                and (begin - 3 < self.primed or not text[begin - 3].isalnum())):
             begin -= 2  # and of a word spelled out letter by letter ("n i g g"), which may go on
-        for end in range(self.checked + 1, len(text) + 1):
-            if text[end - 1].isalnum() or text[end - 1] in "@$":
-                continue  # inside a word: nothing new is complete
+        ends = [end for end in range(self.checked + 1, len(text)) if text[end - 1] in "!|"] + [len(text)]
+        for end in ends:
             for a, b in self.filter.spans(text[begin:end]):
                 if begin + b < end:
                     return begin + a

@@ -461,16 +461,22 @@ def test_thread_choice_follows_the_measured_cost():
 
     chooser = ThreadChooser(2)
     costs = {2: 1.0, 1: 3.0}  # an idle machine: two threads are faster
-    picks = []
-    for _ in range(300):
+    picks, last = [], None
+
+    def run(n):  # the first call after the thread count changes wakes the threads: it is slow
+        nonlocal last
+        slow, last = n != last, n
+        return (costs[n] + (20.0 if slow else 0.0)) * 64
+
+    for _ in range(600):
         n = chooser.pick(64)
-        chooser.record(64, n, costs[n] * 64)
+        chooser.record(64, n, run(n))
         picks.append(n)
-    assert picks[:2] == [2, 1] and picks[-100:].count(2) >= 97  # both tried, then the faster, with probes
+    assert picks[:4] == [2, 2, 1, 1] and picks[-100:].count(2) >= 97  # both tried, then the faster, with probes
     costs = {2: 9.0, 1: 3.0}  # another process took a core: the next probes see it
-    for _ in range(300):
+    for _ in range(600):
         n = chooser.pick(64)
-        chooser.record(64, n, costs[n] * 64)
+        chooser.record(64, n, run(n))
         picks.append(n)
     assert picks[-100:].count(1) >= 97
     assert chooser.pick(1) == 2  # each batch width is measured on its own
