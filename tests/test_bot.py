@@ -470,8 +470,13 @@ def test_ctrl_c_in_the_console_exits_cleanly(tiny_bundle, tmp_path):
     try:
         assert process.stdout.readline().startswith("Quill console")  # ready, waiting for a line
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)  # stdin stays open: an end of input would be a clean exit of its own
-        err = process.stderr.read()
+        # Input ends only once Ctrl-C was handled (quill prints a bare line then): an end of input
+        # first would be a clean exit of its own.
+        seen = []
+        while (line := process.stderr.readline()) not in ("\n", ""):
+            seen.append(line)
+        _, rest = process.communicate(timeout=30)
+        err = "".join(seen) + rest
     finally:
         process.kill()
     assert process.returncode == 130
