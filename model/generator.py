@@ -113,7 +113,7 @@ class StoryRequest:
         if unknown:
             raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
         # A member's text is normalised here, once; the process checks it as it comes.
-        start = self.start if normalised else vocab.fold(vocab.normalisation.apply(self.start))
+        start = self.start if normalised else vocab.normalised(self.start)
         if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
             raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         unknown = vocab.unknown(start)

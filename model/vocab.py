@@ -130,14 +130,10 @@ class Vocabulary:
         """The characters of `text` the model does not know, sorted."""
         return sorted(set(text) - set(self.chars))
 
-    def prepare(self, text: str) -> str:
-        """A member's text normalised (the one place it is) and folded to this vocabulary, or
-        UnknownCharacters naming what is left."""
-        text = self.fold(self.normalisation.apply(text))
-        unknown = self.unknown(text)
-        if unknown:
-            raise UnknownCharacters(unknown)
-        return text
+    def normalised(self, text: str) -> str:
+        """A member's text as the model reads it: normalised (StoryRequest.validated is the one
+        place that does it) and folded; `unknown` names what is still missing."""
+        return self.fold(self.normalisation.apply(text))
 
     def to_json(self) -> str:
         return json.dumps({"chars": list(self.chars), "normalisation": self.normalisation.to_dict()},

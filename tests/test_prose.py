@@ -84,7 +84,7 @@ def test_the_rule_is_recorded_and_prompts_follow_it():
     data = json.loads(vocab.to_json())
     assert data["normalisation"]["line_breaks"] == "paragraphs"
     assert Vocabulary.from_json(vocab.to_json()) == vocab
-    assert vocab.prepare("a\nb\n\n c") == "a\nb\nc"  # a member's line break is a paragraph break
+    assert vocab.normalised("a\nb\n\n c") == "a\nb\nc"  # a member's line break is a paragraph break
     assert vocab.normalisation.for_reading("a b\nc") == "a b\n\nc"  # a blank line between paragraphs
     old = {"chars": ["a", "\n"], "normalisation": {"line_endings": "lf", "typography": True}}
     assert Vocabulary.from_json(json.dumps(old)).normalisation == Normalisation(True, False)  # v1 bundles

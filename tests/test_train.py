@@ -47,7 +47,7 @@ def test_bundle_is_plain_keras_and_reloads_to_identical_logits(tiny_bundle):
     assert getattr(plain, "optimizer", None) is None
     assert "optimizer" not in saved_variable_groups(tiny_bundle / "model.keras")  # no optimizer state on disk
     bundle = load_bundle(tiny_bundle)
-    ids = bundle.vocab.encode(bundle.vocab.prepare("Harry looked at the castle."))[None, :]
+    ids = bundle.vocab.encode(bundle.vocab.normalised("Harry looked at the castle."))[None, :]
     np.testing.assert_array_equal(np.asarray(plain(ids)), np.asarray(bundle.model(ids)))
 
 
@@ -186,7 +186,8 @@ def test_shipped_default_model_is_small_plain_and_consistent():
     assert "optimizer" not in saved_variable_groups(shipped / "model.keras")
     bundle = load_bundle(shipped)
     assert bundle.card["val_bpc"] < 1.80  # better than the seed recipe's best on the same split
-    assert bundle.vocab.prepare("Harry Potter looked at Snape.") == "Harry Potter looked at Snape."
+    assert bundle.vocab.normalised("Harry Potter looked at Snape.") == "Harry Potter looked at Snape."
+    assert bundle.vocab.unknown("Harry Potter looked at Snape.") == []
     unseen = bundle.card["unseen_books"]  # scored at the training window and at a story's length
     assert unseen["story_window"]["window"] == 2000 and unseen["story_window"]["bits_per_word"] < unseen["bits_per_word"]
     assert unseen["paragraph_breaks"] > 1000  # with the books' paragraphs

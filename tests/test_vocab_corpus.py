@@ -20,14 +20,13 @@ def test_normalisation_folds_line_endings_and_typography():
     assert Normalisation(typography=False).apply("\u201cYes\u201d\r\n") == "\u201cYes\u201d\n"
 
 
-def test_prepare_folds_known_equivalents_and_names_unknown_characters():
+def test_normalised_folds_known_equivalents_and_unknown_names_the_rest():
     vocab = Vocabulary.from_text("Harry's \"wand\" e", Normalisation())
-    assert vocab.prepare("Harry\u2019s \u201cwand\u201d") == "Harry's \"wand\""
-    assert vocab.prepare("\u00e9") == "e"  # an accent the model lacks folds to its plain letter
-    with pytest.raises(UnknownCharacters) as err:
-        vocab.prepare("Harry \u00df\u00df \U0001f409")
-    assert err.value.chars == ["\u00df", "\U0001f409"]
-    assert "'\u00df'" in str(err.value)
+    assert vocab.normalised("Harry\u2019s \u201cwand\u201d") == "Harry's \"wand\""
+    assert vocab.normalised("\u00e9") == "e"  # an accent the model lacks folds to its plain letter
+    unknown = vocab.unknown(vocab.normalised("Harry \u00df\u00df \U0001f409"))
+    assert unknown == ["\u00df", "\U0001f409"]
+    assert "'\u00df'" in str(UnknownCharacters(unknown))
 
 
 def test_windows_are_shifted_by_one():
