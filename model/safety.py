@@ -97,14 +97,19 @@ class WordFilter:
             return True
         if token in real_words():
             return False
-        token_runs = runs(token)
-        return any(_inside(token_runs, pattern) for pattern in _patterns(self.words))
+        return hides_a_word(token, self.words)
 
 
 @lru_cache(maxsize=256)
 def _plain_forms(words: frozenset[str]) -> frozenset[str]:
     """The listed words as written and in the plural: blocked even where a dictionary has them."""
     return frozenset(form for w in words for form in (w, w + "s", *((w + "es",) if w.endswith("o") else ())))
+
+
+def hides_a_word(token: str, words: frozenset[str]) -> bool:
+    """Whether one of `words` is spelled anywhere in the (mapped, lower-case) token, with repeats."""
+    token_runs = runs(token)
+    return any(_inside(token_runs, pattern) for pattern in _patterns(words))
 
 
 @lru_cache(maxsize=256)

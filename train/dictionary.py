@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from model.safety import DICTIONARY, _inside, _patterns, runs, shipped_words
+from model.safety import DICTIONARY, hides_a_word, shipped_words
 from train.corpus import find_text_files
 
 LETTERS = re.compile(r"[a-z]+")
@@ -37,11 +37,10 @@ def corpus_words(paths) -> Counter:
 
 
 def build(corpus, standard: Path) -> set[str]:
-    patterns = _patterns(frozenset(w for w in shipped_words() if len(w) >= LONG_LISTED))
-    hides_a_listed_word = lambda w: any(_inside(runs(w), p) for p in patterns)  # noqa: E731
+    long_listed = frozenset(w for w in shipped_words() if len(w) >= LONG_LISTED)
     counts = corpus_words(corpus)
     return standard_words(standard) | {w for w, n in counts.items() if n >= MIN_CORPUS_COUNT
-                                       and not hides_a_listed_word(w)}
+                                       and not hides_a_word(w, long_listed)}
 
 
 def main(argv=None) -> None:
