@@ -107,6 +107,8 @@ def add_eval(sub) -> None:
                    help="characters per fresh-state window (default: the bundle's training windows, as its "
                         "validation measures); figures in 2,000-character windows, a story's length, "
                         "are printed beside them")
+    p.add_argument("--memory", action="store_true",
+                   help="also score the tale's memory (memory.json) in 2,000-character windows, with and without")
     p.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
 
 
@@ -123,7 +125,42 @@ def cmd_eval(args) -> int:
     window = args.window or bundle.card.get("hyperparameters", {}).get("seq_length", 100)
     result = {"model": bundle.name, "bundle": str(bundle.path), "files": len(files), "part": args.part,
               "window": window, **evaluate_story_lengths(bundle.model, bundle.vocab, texts, window)}
+    if args.memory:
+        from train import memory_fit
+        from train.evaluate import STORY_WINDOW
+
+        if bundle.memory is None:
+            raise ValueError(f"{bundle.path} has no memory.json: fit one with `quill fit-memory`")
+        result["memory"] = memory_fit.evaluate(bundle.model, bundle.vocab, texts, bundle.memory, STORY_WINDOW)
     print_result(result, args.json)
+    return 0
+
+
+def add_fit_memory(sub) -> None:
+    p = sub.add_parser("fit-memory", help="fit the tale's memory of a bundle on validation text (memory.json)",
+                       description="Reads the validation block (the last --val-fraction) of each file in "
+                                   "2,000-character windows and fits the memory's weight per match length; "
+                                   "the cast settings of an existing memory.json are kept.")
+    p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    p.add_argument("--corpus", nargs="+", required=True, metavar="PATH", help=".txt files or folders of them")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--all-text", action="store_true",
+                   help="let the memory speak anywhere, not only inside capitalised names")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_fit_memory(args) -> int:
+    from model.bundle import load_bundle, save_memory
+    from train import memory_fit
+    from train.corpus import read_corpus, split
+    from train.evaluate import STORY_WINDOW
+
+    bundle = load_bundle(Path(args.model or default_model()))
+    files = read_corpus(args.corpus, bundle.vocab.normalisation)
+    texts = [split(f.text, args.val_fraction)[1] for f in files]
+    config = memory_fit.fit(bundle.model, bundle.vocab, texts, STORY_WINDOW, bundle.memory, not args.all_text)
+    save_memory(bundle.path, config)
+    print_result({"bundle": str(bundle.path), **config.to_dict()}, args.json)
     return 0
 
 
@@ -309,15 +346,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "story": cmd_story, "run": cmd_run, "sync": cmd_sync,
-            "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "fit-memory": cmd_fit_memory, "story": cmd_story, "run": cmd_run,
+            "sync": cmd_sync, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_eval, add_story, add_run, add_sync, add_bench):
+    for add in (add_train, add_eval, add_fit_memory, add_story, add_run, add_sync, add_bench):
         add(sub)
     args = parser.parse_args(argv)
     from model.generator import GeneratorError

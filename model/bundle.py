@@ -3,6 +3,7 @@
 DIR/model.keras  a plain Keras 3 model of standard layers, no optimizer state
 DIR/vocab.json   the characters in id order and the normalisation used
 DIR/card.json    how it was trained and how good it is
+DIR/memory.json  the tale's memory, fitted after training (model.memory.MemoryConfig); optional
 
 Bundles are written into a temporary sibling folder and renamed into place, so a reader never
 sees a half-written bundle.
@@ -17,9 +18,10 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from model.memory import Memory, MemoryConfig
 from model.vocab import Vocabulary
 
-MODEL_FILE, VOCAB_FILE, CARD_FILE = "model.keras", "vocab.json", "card.json"
+MODEL_FILE, VOCAB_FILE, CARD_FILE, MEMORY_FILE = "model.keras", "vocab.json", "card.json", "memory.json"
 
 
 class BundleError(ValueError):
@@ -32,6 +34,7 @@ class Bundle:
     vocab: Vocabulary
     card: dict
     model: object = None  # keras.Model, loaded only when asked for
+    memory: MemoryConfig | None = None
 
     @property
     def name(self) -> str:
@@ -39,7 +42,11 @@ class Bundle:
 
     @property
     def card_hash(self) -> str:
-        return hashlib.sha256((self.path / CARD_FILE).read_bytes()).hexdigest()[:12]
+        """Names what told a story: the card, and the memory's settings where there are some."""
+        digest = hashlib.sha256((self.path / CARD_FILE).read_bytes())
+        if (self.path / MEMORY_FILE).is_file():
+            digest.update((self.path / MEMORY_FILE).read_bytes())
+        return digest.hexdigest()[:12]
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -63,6 +70,8 @@ def save_bundle(directory, model, vocab: Vocabulary, card: dict) -> Path:
         (staging / VOCAB_FILE).write_text(vocab.to_json() + "\n", encoding="utf-8")
         write_json_atomic(staging / CARD_FILE, card)
         check_consistent(plain, vocab, staging)
+        # A memory fitted to other weights is stale (train/memory_fit.py fits one for these).
+        (directory / MEMORY_FILE).unlink(missing_ok=True)
         # The card goes last: a bundle whose card is there is complete.
         for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
             os.replace(staging / name, directory / name)
@@ -92,11 +101,23 @@ def read_metadata(directory) -> Bundle:
     if card.get("vocab_size", len(vocab)) != len(vocab):
         raise BundleError(f"{directory} is inconsistent: card.json says {card['vocab_size']} characters, "
                           f"vocab.json has {len(vocab)}")
-    return Bundle(directory, vocab, card)
+    memory = None
+    if (directory / MEMORY_FILE).is_file():
+        try:
+            memory = MemoryConfig.from_json((directory / MEMORY_FILE).read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"{directory / MEMORY_FILE} is corrupted: {e}") from None
+    return Bundle(directory, vocab, card, memory=memory)
 
 
-def load_network(directory):
-    """Metadata and the network's weights, read without Keras: what the generator needs."""
+def save_memory(directory, config: MemoryConfig) -> None:
+    """Write (or replace, in one step) a bundle's memory.json."""
+    write_json_atomic(Path(directory) / MEMORY_FILE, config.to_dict())
+
+
+def load_network(directory, memory: bool = True):
+    """Metadata and the network's weights, read without Keras: what the generator needs; with the
+    tale's memory where the bundle has one and `memory` is on."""
     from model.weights import UnsupportedModel, read_network
 
     bundle = read_metadata(directory)
@@ -109,6 +130,8 @@ def load_network(directory):
                           f"model takes {network.vocab_size} and outputs {network.dense_bias.shape[0]}")
     if bundle.vocab.normalisation.paragraphs:  # there "\n" ends a paragraph; elsewhere it is a printed line
         network = replace(network, paragraph_id=bundle.vocab.index["\n"])
+    if memory and bundle.memory is not None:
+        network = replace(network, memory=Memory(bundle.memory, bundle.vocab.chars))
     return bundle, network
 
 

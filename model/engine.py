@@ -23,7 +23,8 @@ import numba
 import numpy as np
 
 from model import kernels
-from model.sampler import sample_rows
+from model import memory as tale_memory
+from model.sampler import distribution_rows, draw_rows
 from model.weights import Network
 
 
@@ -97,6 +98,7 @@ class NumpyEngine:
         self.fused_bias = [np.concatenate([l.recurrent_bias, b]) for l, (_, b) in zip(self.layers, nexts)]
         self.vocab_size = embedding.shape[0]
         self.paragraph_id = network.paragraph_id
+        self.memory = network.memory
         widths = [l.cell_size + l.gates for l in self.layers]
         self.state_at = np.cumsum([0] + widths)[:-1].tolist()  # where each layer's columns start
 
@@ -144,14 +146,25 @@ class NumpyEngine:
             parts += [cell_state, hp]
         return x[-1:] @ self.dense_kernel + self.dense_bias, np.concatenate(parts, axis=1)
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
         """uniforms.shape[1] steps for every row: sample from the row's logits with its own
-        uniform draw, then feed the character. Returns ids (rows, steps), logits, state."""
+        uniform draw (and the tale's `memory` rows, model.memory.MemoryRows, when given), then feed
+        the character. Returns ids (rows, steps), logits, state, memory."""
         ids = np.empty(uniforms.shape, np.int64)
         for t in range(uniforms.shape[1]):
-            ids[:, t] = sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, paragraph_id=self.paragraph_id)
+            ids[:, t], memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, np)
             logits, state = self.step(ids[:, t], state)
-        return ids, np.asarray(logits), np.asarray(state)
+        return ids, np.asarray(logits), np.asarray(state), memory
+
+    def _sample(self, logits, uniforms, temperature, top_k, top_p, memory, xp):
+        """One character per row, and the memory after it."""
+        p = distribution_rows(logits, temperature, top_k, top_p, xp, self.paragraph_id)
+        if memory is None:
+            return draw_rows(p, uniforms, xp), None
+        following, weight, name_start = tale_memory.predict_rows(xp, self.memory, memory)
+        p = tale_memory.mix_rows(xp, self.memory, p, logits, following, weight, name_start, memory.initials)
+        ids = draw_rows(p, uniforms, xp)
+        return ids, tale_memory.feed_rows(xp, self.memory, memory, ids)
 
 
 class ThreadChooser:
@@ -220,6 +233,9 @@ class FusedEngine(NumpyEngine):
         # Compile (or load from numba's cache) now, not on the first story.
         logits, state = self.prime([[0]])
         self.generate(logits, state, np.zeros((1, 1)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
+        if self.memory is not None:
+            rows = tale_memory.new_rows(self.memory, [np.zeros(1, np.int64)], [[]], np.zeros((1, self.vocab_size)))
+            self.generate(logits, state, np.zeros((1, 1)), np.ones(1), np.zeros(1, np.int64), np.ones(1), rows)
 
     def prime(self, prompts):
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first
@@ -229,18 +245,26 @@ class FusedEngine(NumpyEngine):
         back = np.argsort(order)  # rows in the caller's order
         return logits[back], state[back]
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
         logits = np.array(logits, np.float32, order="C")  # copies: the kernel works in place
         state = np.array(state, np.float32, order="C")
         settings = [np.ascontiguousarray(a, dtype) for a, dtype in
                     ((uniforms, np.float64), (temperature, np.float64), (top_k, np.int64), (top_p, np.float64))]
         rows = len(logits)
+        if memory is None:  # no columns: the kernel leaves the memory out
+            held = tale_memory.MemoryRows(np.zeros((rows, 0), np.int32), np.zeros((rows, 0), np.int32),
+                                          np.zeros(rows, np.int64), np.zeros(rows, np.int64), np.zeros((rows, 0)))
+            tables = (np.zeros(1, np.int64), np.zeros(1), False, 0.0, 0.0, 0)
+        else:
+            held = tale_memory.MemoryRows(*(np.array(a, order="C") for a in memory))
+            m = self.memory
+            tables = (m.classes, m.weights, m.names_only, m.name_weight, m.name_share, m.separator)
         threads = self.threads.pick(rows)
         numba.set_num_threads(threads)
         started = time.perf_counter()
-        ids = kernels.generate(logits, state, *settings, self.paragraph_id, *self._weights)
+        ids = kernels.generate(logits, state, *settings, self.paragraph_id, *held, *tables, *self._weights)
         self.threads.record(rows, threads, time.perf_counter() - started)
-        return ids, logits, state
+        return ids, logits, state, None if memory is None else held
 
 
 class DeviceEngine(NumpyEngine):
@@ -268,7 +292,9 @@ class DeviceEngine(NumpyEngine):
         self._prime_step = _compile(backend, self._device_prime_step)
         self._generate = _compile(backend, self._device_generate)
         logits, state = self.prime([[0]])  # compile now
-        self.generate(logits, state, np.zeros((1, steps)), np.ones(1), np.zeros(1, np.int64), np.ones(1))
+        memory = None if self.memory is None else tale_memory.new_rows(
+            self.memory, [np.zeros(1, np.int64)], [[]], np.zeros((1, self.vocab_size)))
+        self.generate(logits, state, np.zeros((1, steps)), np.ones(1), np.zeros(1, np.int64), np.ones(1), memory)
 
     def _device_step(self, ids, state):
         return self._run(self.ops.take(self.input_table, ids, axis=0), state)
@@ -279,13 +305,14 @@ class DeviceEngine(NumpyEngine):
         reading = reading[:, None]
         return self.ops.where(reading, new_logits, logits), self.ops.where(reading, new_state, state)
 
-    def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p):
+    def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p, memory):
         ids = []
+        memory = None if memory is None else tale_memory.MemoryRows(*memory)
         for t in range(uniforms.shape[1]):  # a short run, unrolled: same code on every backend
-            ids.append(sample_rows(logits, uniforms[:, t], temperature, top_k, top_p, xp=self.ops,
-                                   paragraph_id=self.paragraph_id))
+            sampled, memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, self.ops)
+            ids.append(sampled)
             logits, state = self._device_step(ids[-1], state)
-        return self.ops.stack(ids, axis=1), logits, state
+        return self.ops.stack(ids, axis=1), logits, state, None if memory is None else tuple(memory)
 
     def _pad(self, a, dtype, fill):
         a = np.asarray(a, dtype)
@@ -304,12 +331,16 @@ class DeviceEngine(NumpyEngine):
             logits, state = self._prime_step(ids[:, t], lengths > t, logits, state)
         return np.asarray(logits)[:len(prompts)], np.asarray(state)[:len(prompts)]
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p):
-        ids, logits, state = self._generate(
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
+        held = None if memory is None else tuple(self._pad(a, a.dtype, 1 if i == 2 else 0)  # length 1: a padding row
+                                                 for i, a in enumerate(memory))
+        ids, logits, state, held = self._generate(
             self._pad(logits, np.float32, 0), self._pad(state, np.float32, 0), self._pad(uniforms, np.float32, 0.5),
-            self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1))
+            self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1),
+            held)
         rows = len(uniforms)
-        return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows]
+        memory = None if held is None else tale_memory.MemoryRows(*(np.asarray(a)[:rows] for a in held))
+        return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows], memory
 
 
 def _prompt_matrix(prompts):

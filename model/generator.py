@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.memory import MAX_CAST, MemoryRows, check_entry, initials_of, names_in, new_rows
 from model.safety import SEPARATORS, WordFilter, clean_word, shipped_words
 from model.sampler import StoryEnd
 from model.vocab import UnknownCharacters, Vocabulary
@@ -35,6 +36,7 @@ class GeneratorConfig:
     steps_per_call: int = 16  # characters per row between looks at the inbox (joins, cancels)
     engine: str = "auto"  # auto: the device engine on a GPU, else the CPU one; or "cpu", "device"
     check_words: bool = True  # the word filter; only `quill bench filter` turns it off, to time it
+    memory: bool = True  # the tale's memory, where the bundle has one (model.memory); benchmarks turn it off
 
 
 class GeneratorError(Exception):
@@ -72,6 +74,7 @@ class StoryRequest:
     top_p: float = 1.0
     blocked_words: tuple[str, ...] = ()  # the server's own, on top of the shipped list
     context: str = ""
+    cast: tuple[str, ...] = ()  # names, places and things the memory holds before the tale (model.memory)
 
     @property
     def prime(self) -> str:
@@ -123,8 +126,31 @@ class StoryRequest:
             raise InvalidRequest("the start text is empty")
         if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
             raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
+        cast = self._checked_cast(vocab, blocked, normalised)
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
-        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked)
+        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
+                       cast=cast)
+
+    def _checked_cast(self, vocab: Vocabulary, blocked: tuple[str, ...], normalised: bool) -> tuple[str, ...]:
+        """The cast's entries checked like a start: 1-40 characters the model knows, no blocked word."""
+        if not isinstance(self.cast, tuple):
+            raise InvalidRequest("the cast must be a tuple of entries")
+        if len(self.cast) > MAX_CAST:
+            raise InvalidRequest(f"the cast has {len(self.cast)} entries; the most is {MAX_CAST}")
+        cast = []
+        for entry in self.cast:
+            try:
+                entry = check_entry(entry)  # its type and size, before normalising
+                entry = entry if normalised else check_entry(vocab.normalised(entry))
+            except ValueError as e:
+                raise InvalidRequest(f"cast: {e}") from None
+            if vocab.unknown(entry):
+                raise InvalidRequest(f"cast: {entry!r} holds characters the model does not know: "
+                                     f"{' '.join(vocab.unknown(entry))}")
+            if word_filter(blocked).spans(entry):
+                raise InvalidRequest("cast: an entry has a word that is not allowed here")
+            cast.append(entry)
+        return tuple(cast)
 
 
 MAX_SEED = 2**63 - 1
@@ -239,6 +265,7 @@ class Scheduler:
         self.logits = np.zeros((0, engine.vocab_size), np.float32)
         self.state = engine.zero_state(0)
         self.settings = np.zeros((0, 3))  # temperature, top_k, top_p
+        self.memory = None if engine.memory is None else MemoryRows.empty(engine.vocab_size)
 
     @property
     def active(self) -> int:
@@ -268,7 +295,18 @@ class Scheduler:
             self.state = np.concatenate([self.state, state])
             self.settings = np.concatenate([self.settings, [[row.request.temperature, row.request.top_k,
                                                              row.request.top_p] for row in rows]])
+            if self.memory is not None:
+                self.memory = MemoryRows.concatenate([self.memory, self._remember(rows)])
         return errors
+
+    def _remember(self, rows: list[_Row]) -> MemoryRows:
+        """The memory of each row's tale so far: its cast, then its text. The names of the tale
+        weigh more than the cast's among the initials a name may begin with."""
+        memory = self.engine.memory
+        casts = [[self.vocab.encode(entry) for entry in row.request.cast] for row in rows]
+        initials = [initials_of(memory, self.vocab.index, names_in(row.request.prime, row.request.cast),
+                                row.request.cast) for row in rows]
+        return new_rows(memory, [self.vocab.encode(row.text) for row in rows], casts, np.array(initials))
 
     def _mask(self, row: _Row, logits: np.ndarray) -> None:
         """What the next draw of `row` may not be. A start that ends in a letter is a whole word:
@@ -295,6 +333,9 @@ class Scheduler:
         if not (self.logits.flags.writeable and self.state.flags.writeable):  # a device engine's arrays
             self.logits, self.state = np.array(self.logits), np.array(self.state)
         self.logits[i], self.state[i] = logits[0], state[0]
+        if self.memory is not None:
+            self.memory = MemoryRows(*(np.array(a) for a in self.memory))  # writable: a device engine's may not be
+            self.memory.replace_row(i, self._remember([row]))
         return True
 
     def cancel(self, rid: int) -> None:
@@ -306,9 +347,9 @@ class Scheduler:
         if not self.rows:
             return []
         uniforms = np.stack([row.rng.random(self.steps_per_call) for row in self.rows])
-        ids, self.logits, self.state = self.engine.generate(
+        ids, self.logits, self.state, self.memory = self.engine.generate(
             self.logits, self.state, uniforms, self.settings[:, 0], self.settings[:, 1].astype(np.int64),
-            self.settings[:, 2])
+            self.settings[:, 2], self.memory)
         out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()
         for i, row in enumerate(self.rows):
             checked = len(row.text)
@@ -336,6 +377,8 @@ class Scheduler:
             return
         self.rows = [row for row, k in zip(self.rows, keep) if k]
         self.logits, self.state, self.settings = self.logits[keep], self.state[keep], self.settings[keep]
+        if self.memory is not None:
+            self.memory = self.memory.take(keep)
 
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
@@ -347,7 +390,7 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     from model.engine import engine_kind, make_engine
 
     try:
-        bundle, network = load_network(config.model)
+        bundle, network = load_network(config.model, config.memory)
         if engine_kind(config.engine) == "cpu" and not kernels.compiled_already():
             outbox.send(("notice", "compiling the story engine, once (about 15 s)..."))
         engine = make_engine(network, config.max_batch, config.steps_per_call, config.engine)

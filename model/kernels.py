@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from model.memory import LONGEST, LOWER, SPACE, PAUSE, UPPER
+
 # No nnan/ninf: the sampler masks with -inf, and clamps must stay exact.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
 
@@ -119,8 +121,15 @@ def cell(kind, units, xp, hp, cell_state, h):
 
 @njit(error_model="numpy", cache=True)
 def sample_row(logits, uniform, temperature, top_k, top_p, p, paragraph_id):
-    """sampler.sample_rows for one row, in the same float64 steps so both pick the same id.
-    p is scratch space (vocab,), so the usual case (no top-k/top-p) allocates nothing."""
+    """sampler.sample_rows for one row. p is scratch space (vocab,)."""
+    row_distribution(logits, temperature, top_k, top_p, p, paragraph_id)
+    return draw_row(p, uniform)
+
+
+@njit(error_model="numpy", cache=True)
+def row_distribution(logits, temperature, top_k, top_p, p, paragraph_id):
+    """sampler.distribution_rows for one row, into p, in the same float64 steps so both pick the
+    same id. The usual case (no top-k/top-p) allocates nothing."""
     n = logits.shape[0]
     for i in range(n):
         p[i] = logits[i] / temperature
@@ -148,15 +157,128 @@ def sample_row(logits, uniform, temperature, top_k, top_p, p, paragraph_id):
         for i in range(n):
             if p[i] < smallest_kept:
                 p[i] = 0.0
+
+
+@njit(error_model="numpy", cache=True)
+def draw_row(p, uniform):
+    """sampler.draw_rows for one row."""
     total = 0.0
-    for i in range(n):
+    for i in range(p.shape[0]):
         total += p[i]
     threshold, cdf = uniform * total, 0.0
-    for i in range(n):
+    for i in range(p.shape[0]):
         cdf += p[i]
         if cdf > threshold:
             return i
     return 0
+
+
+# The tale's memory, for one row: model.memory's feed_rows, predict_rows and mix_rows.
+
+
+@njit(error_model="numpy", inline="always", cache=True)
+def _letter(kind):
+    return kind == LOWER or kind == UPPER
+
+
+@njit(error_model="numpy", cache=True)
+def feed_row(history, matches, length, run_start, c, classes, separator):
+    """memory.feed_rows for one row: matches and history in place; returns (length, run_start)."""
+    letter = _letter(classes[c])
+    for j in range(length - 1, -1, -1):  # downwards: matches[j - 1] is still the old one
+        held = history[j]
+        if held == separator and not letter:
+            matches[j] = 1
+        elif held == c:
+            matches[j] = min((matches[j - 1] if j > 0 else 0) + 1, LONGEST)
+        else:
+            matches[j] = 0
+    matches[length] = 0
+    before, now = classes[history[length - 1]], classes[c]
+    in_word = _letter(before)
+    if now == UPPER:
+        if not (in_word or (before == SPACE and run_start >= 0)):
+            run_start = length
+    elif now == LOWER or now == SPACE:
+        if not in_word:
+            run_start = -1
+    else:
+        run_start = -1
+    history[length] = c
+    return length + 1, run_start
+
+
+@njit(error_model="numpy", cache=True)
+def feed_text(history, matches, length, run_start, ids, classes, separator):
+    for c in ids:
+        length, run_start = feed_row(history, matches, length, run_start, c, classes, separator)
+    return length, run_start
+
+
+@njit(error_model="numpy", cache=True)
+def predict_row(history, matches, length, run_start, classes, weights, names_only, name_weight):
+    """memory.predict_rows for one row: (following id, weight, whether a name may begin)."""
+    best, longest = 0, 0
+    for j in range(length):
+        if matches[j] > 0 and matches[j] >= longest:  # the longest, and of those the latest
+            best, longest = j, matches[j]
+    speaks = longest > 0
+    if names_only:
+        speaks = speaks and run_start >= 0 and longest >= length - run_start + 1
+    in_name = (run_start >= 2 and classes[history[run_start - 1]] == SPACE
+               and (classes[history[run_start - 2]] == LOWER or classes[history[run_start - 2]] == PAUSE))
+    weight = weights[(LONGEST + 1 if in_name else 0) + longest] if speaks else 0.0
+    if speaks and in_name and _letter(classes[history[length - 1]]):
+        weight = max(weight, name_weight)
+    before_last = classes[history[max(length - 2, 0)]]
+    word_start = classes[history[max(length - 1, 0)]] == SPACE and (before_last == LOWER or before_last == PAUSE)
+    return history[best + 1], weight, word_start and weight == 0.0
+
+
+@njit(error_model="numpy", cache=True)
+def mix_row(p, logits, following, weight, name_start, initials, classes, share):
+    """memory.mix_rows for one row, in place, in the same float64 steps."""
+    n = p.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += p[i]
+    for i in range(n):
+        p[i] = p[i] / total
+    if name_start:
+        named = 0.0
+        for i in range(n):
+            if logits[i] > -np.inf:
+                named += initials[i]
+        if named > 0:
+            top = logits.max()
+            odds, capital_odds, in_capitals = 0.0, 0.0, 0.0
+            for i in range(n):
+                e = np.exp(logits[i] - top)
+                odds += e
+                if classes[i] == UPPER:
+                    capital_odds += e
+                    in_capitals += p[i]
+            mass = capital_odds / odds
+            given = share if in_capitals > 0 else 1.0
+            for i in range(n):
+                if classes[i] == UPPER:
+                    initial = initials[i] / max(named, 1e-300) if logits[i] > -np.inf else 0.0
+                    p[i] = mass * ((1 - given) * p[i] / max(in_capitals, 1e-300) + given * initial)
+                else:
+                    p[i] = (1 - mass) * p[i] / max(1 - in_capitals, 1e-300)
+    if weight > 0:
+        if following >= n:  # the earlier word ended here: the model's choice of a non-letter
+            non_letters = 0.0
+            for i in range(n):
+                if not _letter(classes[i]):
+                    non_letters += p[i]
+            if non_letters > 0:
+                for i in range(n):
+                    target = 0.0 if _letter(classes[i]) else p[i] / max(non_letters, 1e-300)
+                    p[i] = (1 - weight) * p[i] + weight * target
+        elif logits[following] > -np.inf:
+            for i in range(n):
+                p[i] = (1 - weight) * p[i] + (weight if i == following else 0.0)
 
 
 @njit(fastmath=FAST, error_model="numpy", inline="always", cache=True)
@@ -227,24 +349,46 @@ def prime(ids, lengths, logits, state, table, weights, biases, layout):
         step(ids[:rows, t].copy(), logits[:rows], state[:rows], table, weights, biases, layout)
 
 
+@njit(error_model="numpy", inline="always", cache=True)
+def _sample(b, logits, uniform, temperature, top_k, top_p, p, paragraph_id, history, matches, length, run_start,
+            initials, classes, weights, names_only, name_weight, share):
+    row_distribution(logits, temperature, top_k, top_p, p, paragraph_id)
+    if history.shape[1]:  # the memory is on
+        following, weight, name_start = predict_row(history[b], matches[b], length[b], run_start[b], classes,
+                                                    weights, names_only, name_weight)
+        mix_row(p, logits, following, weight, name_start, initials[b], classes, share)
+    return draw_row(p, uniform)
+
+
 @njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
-def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, table, weights, biases, layout):
+def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, history, matches, length, run_start,
+             initials, classes, weights, names_only, name_weight, share, separator, table, network_weights, biases,
+             layout):
     """Steps k = uniforms.shape[1] times for every row: sample a character from the row's logits
-    with its own uniform draw, then feed it. logits and state are updated in place; returns the
-    sampled ids (rows, k)."""
+    with its own uniform draw (the tale's memory mixed in, where `history` has columns), then feed
+    it. logits, state and the memory's arrays are updated in place; returns the ids (rows, k)."""
     rows, steps = uniforms.shape
     ids = np.empty((steps, rows), np.int64)
     scratch = np.empty(logits.shape, np.float64)
+    remember = history.shape[1] > 0
     for t in range(steps):
         if rows >= PARALLEL_ROWS:
             for b in prange(rows):
-                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
-                                       paragraph_id)
+                ids[t, b] = _sample(b, logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
+                                    paragraph_id, history, matches, length, run_start, initials, classes, weights,
+                                    names_only, name_weight, share)
+                if remember:
+                    length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b],
+                                                       classes, separator)
         else:
             for b in range(rows):
-                ids[t, b] = sample_row(logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
-                                       paragraph_id)
-        step(ids[t], logits, state, table, weights, biases, layout)
+                ids[t, b] = _sample(b, logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
+                                    paragraph_id, history, matches, length, run_start, initials, classes, weights,
+                                    names_only, name_weight, share)
+                if remember:
+                    length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b],
+                                                       classes, separator)
+        step(ids[t], logits, state, table, network_weights, biases, layout)
     return ids.T.copy()
 
 
@@ -256,3 +400,23 @@ def compiled_already() -> bool:
         return all(bool(f._cache._cache_file._load_index()) for f in (generate, prime))
     except Exception:
         return True
+
+
+@njit(error_model="numpy", cache=True)
+def match_lengths(ids, classes, separator, names_only):
+    """For each character of a fresh tale, after reading it: the id the memory predicts next and the
+    match length it would speak with (0: silent), plus LONGEST + 1 within a name that began
+    mid-sentence. The runtime's own steps, for fitting and scoring."""
+    n = ids.shape[0]
+    history = np.full(n + 2, separator + 1, np.int32)
+    matches = np.zeros(n + 2, np.int32)
+    history[0] = separator
+    lengths_as_weights = np.arange(2 * (LONGEST + 1)).astype(np.float64)
+    following, spoken = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    length, run_start = 1, -1
+    for i in range(n):
+        length, run_start = feed_row(history, matches, length, run_start, ids[i], classes, separator)
+        next_id, weight, _ = predict_row(history, matches, length, run_start, classes, lengths_as_weights, names_only,
+                                         0.0)
+        following[i], spoken[i] = next_id, int(weight)
+    return following, spoken

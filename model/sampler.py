@@ -9,8 +9,19 @@ OVERRUN_SHARE, OVERRUN_MIN = 0.15, 40  # a story runs at most 15% (or 40 chars) 
 
 
 def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np, paragraph_id=-1):
-    """Draw one id per row. Each row uses only its own logits, settings and uniform draw, so a
-    row's choice never depends on which other rows share the batch.
+    """Draw one id per row from the sampler's distribution (`distribution_rows`)."""
+    return draw_rows(distribution_rows(logits, temperature, top_k, top_p, xp, paragraph_id), uniforms, xp)
+
+
+def draw_rows(p, uniforms, xp=np):
+    """One id per row from weights of any scale, with the row's uniform draw."""
+    cdf = xp.cumsum(p, axis=1)
+    return xp.argmax(cdf > uniforms[:, None] * cdf[:, -1:], axis=1)
+
+
+def distribution_rows(logits, temperature, top_k, top_p, xp=np, paragraph_id=-1):
+    """Each row's weights for the draw (not normalised). Each row uses only its own logits and
+    settings (and its own uniform draw), so a row's choice never depends on which rows share the batch.
 
     temperature divides the logits (the seed recipe's "scaling"); top_k keeps the k likeliest
     (0: all); top_p keeps the smallest set whose probability reaches p (1: all). A paragraph break
@@ -18,7 +29,8 @@ def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np, paragraph_id
     character: a low temperature sharpens the choice of words, and would otherwise all but end
     paragraphs (v4 breaks 2.1 times per 1,000 characters at 0.5, the books 4.4).
     xp is numpy or keras.ops: the same steps run on the host and inside a compiled device loop
-    (without branches on data, so they trace). model.kernels.sample_row is this function for one row."""
+    (without branches on data, so they trace). model.kernels.row_distribution is this function for
+    one row."""
     z = logits / temperature[:, None]  # float64 on the host, where temperature is float64
     vocab = z.shape[1]
     if paragraph_id >= 0:
@@ -34,9 +46,7 @@ def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np, paragraph_id
     sorted_p = xp.flip(xp.sort(p, axis=1), axis=1)
     before = xp.cumsum(sorted_p, axis=1) - sorted_p  # mass of the likelier ones
     smallest_kept = xp.min(xp.where(before < top_p[:, None], sorted_p, np.inf), axis=1, keepdims=True)
-    p = xp.where((top_p < 1.0)[:, None] & (p < smallest_kept), 0.0, p)
-    cdf = xp.cumsum(p, axis=1)
-    return xp.argmax(cdf > uniforms[:, None] * cdf[:, -1:], axis=1)
+    return xp.where((top_p < 1.0)[:, None] & (p < smallest_kept), 0.0, p)
 
 
 class StoryEnd:

@@ -38,6 +38,7 @@ class Network:
     dense_kernel: np.ndarray  # (units, vocab)
     dense_bias: np.ndarray  # (vocab,)
     paragraph_id: int = -1  # the character that breaks a paragraph (sampler.sample_rows); -1: none
+    memory: object = None  # model.memory.Memory: the tale's memory, from the bundle; None: off
 
     @property
     def vocab_size(self) -> int:

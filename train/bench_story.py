@@ -1,7 +1,10 @@
 """`quill bench story`: what a reader sees, measured on stories told at a server's defaults.
 
-Each bundle tells the same stories (the same starts and seeds) and is measured against the books:
-paragraph breaks, real words (a lexicon of the corpus), word 4-grams a story repeats, sentence length.
+Each bundle tells the same stories (the same starts and seeds), with the tale's memory off and with
+the memory and the default cast on, and is measured against the books: paragraph breaks, real words
+(a lexicon of the corpus and the cast), word 4-grams a story repeats, sentence length; whether the
+start's people come back (name recall), the cast and wizarding words, spans copied within a story,
+and how thick names lie (capitalised words that open no sentence, the most repeated name).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from bot.limits import STORY_LENGTH, TEMPERATURE
 from model.bundle import read_metadata
 from model.client import StoryGenerator
 from model.generator import GeneratorConfig, StoryRequest
+from model.memory import default_cast, names_in
 from train.corpus import read_corpus
 
 # Varied on purpose: names alone, names doing something, dialogue, places, a fairy-tale opening.
@@ -21,9 +25,26 @@ STARTS = ("Harry Potter", "Severus Snape", "Hermione opened the book and", "Hagr
           "Luna Lovegood", "Neville Longbottom", "The Forbidden Forest was dark", '"Yes," said Ron.',
           "Dumbledore smiled", "The Great Hall", "It was the first day of term", "Ginny Weasley",
           "The letter from Hogwarts", "Once upon a time", "Snape swept into the dungeon", "The castle was quiet")
+# Whom each start names (name recall; a start not listed here, whom model.memory.names_in finds).
+NAMED = {"The Sorting Hat": (), "The Forbidden Forest was dark": (), "The Great Hall": (),
+         "It was the first day of term": (), "The letter from Hogwarts": (), "Once upon a time": (),
+         "The castle was quiet": (), "Harry Potter": ("Harry", "Potter"), "Severus Snape": ("Severus", "Snape"),
+         "Hermione opened the book and": ("Hermione",), "Hagrid knocked on the door": ("Hagrid",),
+         "Professor McGonagall": ("McGonagall",), "Ron Weasley": ("Ron", "Weasley"),
+         "Draco Malfoy sneered": ("Draco", "Malfoy"), "Luna Lovegood": ("Luna", "Lovegood"),
+         "Neville Longbottom": ("Neville", "Longbottom"), '"Yes," said Ron.': ("Ron",),
+         "Dumbledore smiled": ("Dumbledore",), "Ginny Weasley": ("Ginny", "Weasley"),
+         "Snape swept into the dungeon": ("Snape",)}
+WIZARDING = frozenset("""wand wands spell spells witch witches wizard wizards wizarding owl owls professor professors
+potion potions broom broomstick broomsticks dragon dragons cauldron cauldrons magic magical charm charms cloak
+hogwarts quidditch""".split())
+TITLES = frozenset({"Professor", "Madam", "Mr", "Mrs", "Nearly", "Headless"})
 SEEDS_PER_START = 3
+COPIED_SPAN = 30  # characters: a story that repeats a span this long copies itself
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 SENTENCE_END = re.compile(r"[.!?]+[\"')]*(?=\s|$)")
+OPENING = re.compile(r"(?:^|[.!?][\"')]*\s|\n)[\"'(]*$")  # the end of text before a word opening a sentence
+LOOK_BACK = 12  # characters before a word that decide whether it opens a sentence
 
 
 def words(text: str) -> list[str]:
@@ -49,29 +70,105 @@ def sentence_words(text: str) -> list[int]:
     return [n for n in (len(words(s)) for s in SENTENCE_END.split(text)[:-1]) if n]
 
 
-def measure(texts: list[str], lexicon: set[str]) -> dict:
-    """`texts` are model text (one line per paragraph)."""
+def capitalised_mid_sentence(text: str) -> tuple[list[str], int]:
+    """(the capitalised words that open no sentence, all words); "I" is no name."""
+    found, total = [], 0
+    for m in WORD.finditer(text):
+        total += 1
+        word = m.group()
+        before = text[max(0, m.start() - LOOK_BACK):m.start()]
+        opens = OPENING.search(before) if m.start() <= LOOK_BACK else OPENING.search(before) and OPENING.search(
+            before).start() > 0
+        if word[0].isupper() and word != "I" and not word.startswith("I'") and not opens:
+            found.append(word)
+    return found, total
+
+
+def top_name_per_100_words(text: str, markers: set[str]) -> float:
+    """How often the story's most repeated name comes, per 100 words. Its names are the words it
+    capitalises mid-sentence and the cast's; every capitalised use of them counts."""
+    names = set(capitalised_mid_sentence(text)[0]) | markers
+    counts: dict[str, int] = {}
+    all_words = words(text)
+    for word in all_words:
+        if word in names:
+            counts[word] = counts.get(word, 0) + 1
+    return 100 * max(counts.values(), default=0) / max(len(all_words), 1)
+
+
+def cast_markers(cast: tuple[str, ...]) -> tuple[set[str], list[str]]:
+    """What shows a cast entry in a story: its capitalised words other than titles ("Snape",
+    "Hogwarts"), or for "the Great Hall" the phrase "Great Hall"."""
+    single, phrases = set(), []
+    for entry in cast:
+        if entry[0].islower():
+            phrases.append(entry.split(" ", 1)[1] if " " in entry else entry)
+        else:
+            single |= {w for w in entry.split() if w[0].isupper() and w not in TITLES}
+    return single, phrases
+
+
+def cast_mentions(text: str, cast: tuple[str, ...]) -> int:
+    single, phrases = cast_markers(cast)
+    return (sum(w in single or w.lower() in WIZARDING for w in words(text))
+            + sum(len(re.findall(rf"\b{re.escape(p)}\b", text)) for p in phrases))
+
+
+def copies_itself(story: str, span: int = COPIED_SPAN) -> bool:
+    """Whether some span of `span` characters comes twice."""
+    return any(story.find(story[i:i + span]) < i for i in range(len(story) - span + 1))
+
+
+def percentile_95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2) if ordered else 0.0
+
+
+def measure(texts: list[str], lexicon: set[str], starts: list[str] | None = None, cast: tuple[str, ...] = (),
+            named: list[tuple[str, ...]] | None = None) -> dict:
+    """`texts` are model text (one line per paragraph): the new writing; `starts`, each story's start
+    (for copying), `named`, whom each start names (for recall)."""
+    starts = starts or [""] * len(texts)
+    named = named or [()] * len(texts)
     all_words = [w for t in texts for w in words(t)]
     repeats = [repeated_4gram_share(words(t)) for t in texts]
     sentences = [n for t in texts for n in sentence_words(t)]
+    capitals = [capitalised_mid_sentence(t) for t in texts]
+    markers = cast_markers(default_cast())[0]
+    mentions = [cast_mentions(t, cast or default_cast()) for t in texts]
+    recalled = [any(w in set(words(t)) for w in names) for t, names in zip(texts, named) if names]
     return {"paragraph_breaks_per_1000_chars": round(paragraph_breaks_per_1000("".join(texts)), 2),
             "stories_with_a_paragraph_break": round(sum("\n" in t.strip() for t in texts) / len(texts), 3),
             "real_word_rate": round(sum(w.lower() in lexicon for w in all_words) / max(len(all_words), 1), 4),
             "repeated_4gram_share": round(sum(r for r, _ in repeats) / max(sum(n for _, n in repeats), 1), 4),
-            "mean_sentence_words": round(sum(sentences) / max(len(sentences), 1), 1)}
+            "mean_sentence_words": round(sum(sentences) / max(len(sentences), 1), 1),
+            "name_recall": round(sum(recalled) / len(recalled), 3) if recalled else None,
+            "stories_naming_the_start": f"{sum(recalled)} of {len(recalled)}",
+            "cast_presence": round(sum(n > 0 for n in mentions) / len(texts), 3),
+            "cast_per_1000_words": round(1000 * sum(mentions) / max(len(all_words), 1), 1),
+            "copying_30_chars": round(sum(copies_itself(s + t) for s, t in zip(starts, texts)) / len(texts), 3),
+            "capitalised_mid_sentence_share": round(sum(len(c) for c, _ in capitals)
+                                                    / max(sum(n for _, n in capitals), 1), 4),
+            "top_name_per_100_words_p95": percentile_95([top_name_per_100_words(t, markers) for t in texts])}
 
 
-def book_figures(texts: list[str], lexicon: set[str]) -> dict:
+def book_figures(texts: list[str], lexicon: set[str], chunk: int) -> dict:
+    """The books' own figures; the per-story ones on passages of a story's length."""
     sentences = [n for t in texts for n in sentence_words(t)]
+    capitals = [capitalised_mid_sentence(t) for t in texts]
+    passages = [t[i:i + chunk] for t in texts for i in range(0, len(t) - chunk, 20 * chunk)]
     return {"paragraph_breaks_per_1000_chars": round(paragraph_breaks_per_1000("".join(texts)), 2),
             "mean_sentence_words": round(sum(sentences) / max(len(sentences), 1), 1),
+            "capitalised_mid_sentence_share": round(sum(len(c) for c, _ in capitals)
+                                                    / max(sum(n for _, n in capitals), 1), 4),
+            "top_name_per_100_words_p95": percentile_95([top_name_per_100_words(p, set()) for p in passages]),
             "lexicon_words": len(lexicon)}
 
 
-async def tell(model_dir: Path, requests: list[StoryRequest]) -> list[str]:
+async def tell(model_dir: Path, requests: list[StoryRequest], memory: bool = True) -> list[str]:
     """The stories' new text as model text (what the model wrote, one line per paragraph)."""
     generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=len(requests),
-                                               timeout=600))
+                                               timeout=600, memory=memory))
     await generator.start()
     try:
         stories = await asyncio.gather(*(generator.generate(r) for r in requests))
@@ -84,14 +181,24 @@ async def tell(model_dir: Path, requests: list[StoryRequest]) -> list[str]:
 def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] = STARTS,
                 seeds: int = SEEDS_PER_START, temperature: float = TEMPERATURE.default,
                 length: int = STORY_LENGTH.default) -> dict:
+    """Every bundle with its memory off, then (where it has one) with the memory and the default cast."""
     normalisation = read_metadata(models[0]).vocab.normalisation
     books = [f.text for f in read_corpus(corpus, normalisation)]
-    lexicon = {w.lower() for text in books for w in words(text)}
-    requests = [StoryRequest(start, length, temperature, seed) for start in starts for seed in range(seeds)]
-    result = {"stories": len(requests), "starts": len(starts), "temperature": temperature, "length": length,
-              "books": book_figures(books, lexicon), "models": []}
+    cast = default_cast()
+    lexicon = {w.lower() for text in books + list(cast) for w in words(text)}  # cast names are real words
+    starts_of = [start for start in starts for _ in range(seeds)]
+    named = [NAMED[start] if start in NAMED else tuple(names_in(start, ())) for start in starts_of]
+    result = {"stories": len(starts_of), "starts": len(starts), "temperature": temperature, "length": length,
+              "stories_whose_start_names_someone": sum(bool(n) for n in named),
+              "books": book_figures(books, lexicon, length), "models": []}
     for model_dir in models:  # side by side: the same stories from each
-        texts = asyncio.run(tell(model_dir, requests))
-        result["models"].append({"bundle": str(model_dir), "name": read_metadata(model_dir).name,
-                                 **measure(texts, lexicon)})
+        bundle = read_metadata(model_dir)
+        for memory in (False, True) if bundle.memory else (False,):
+            requests = [StoryRequest(start, length, temperature, seed % seeds, cast=cast if memory else ())
+                        for seed, start in enumerate(starts_of)]
+            texts = asyncio.run(tell(model_dir, requests, memory))
+            result["models"].append({"bundle": str(model_dir), "name": bundle.name,
+                                     "memory_and_cast": memory,
+                                     **measure(texts, lexicon, [normalisation.apply(s) for s in starts_of],
+                                               cast, named)})
     return result
