@@ -9,13 +9,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db import Database, GalleryStore, GuildSettingsStore, WordListStore
+from bot.db import CastStore, Database, GalleryStore, GuildSettingsStore, WordListStore
 from bot.errors import NO_MENTIONS, answer_error
 from bot.settings import Settings
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
-EXTENSIONS = ("bot.cogs.story", "bot.cogs.together", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter")
+EXTENSIONS = ("bot.cogs.story", "bot.cogs.together", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter",
+              "bot.cogs.cast")
 
 
 class QuillTree(app_commands.CommandTree):
@@ -65,6 +66,7 @@ class QuillBot(commands.AutoShardedBot):
         self.guild_settings = GuildSettingsStore(self.db)
         self.gallery = GalleryStore(self.db)
         self.word_lists = WordListStore(self.db)
+        self.casts = CastStore(self.db)
         self.generator = StoryGenerator(self.settings.generator_config(), self.on_notice)
         await self.generator.start()
         for extension in EXTENSIONS:

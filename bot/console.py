@@ -5,6 +5,7 @@ and SQLite file as on Discord, as one local member (with every permission) of on
     /tale 3      /tale remove 3      /tale export 3      /settings cooldown:5
     press save | press 👍 | press again | press continue | press report
     /story start:The Sorting Hat together:true     add <your line>     finish
+    /cast list     /cast add Luna Lovegood     /cast remove Peeves     /cast reset
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ import aiosqlite
 
 from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, STORY_LENGTH,
                         TEMPERATURE, TOGETHER_LENGTH)
+from model.memory import MAX_CAST, default_cast
 
 # Append only: a released migration never changes; schema_version records the last applied.
 MIGRATIONS = [
@@ -89,6 +91,13 @@ MIGRATIONS = [
     """,
     """
     ALTER TABLE tales ADD COLUMN length INTEGER NOT NULL DEFAULT 0;  -- new characters asked for; 0: not kept
+    """,
+    """
+    CREATE TABLE casts (  -- a server's cast (model.memory); no row: the default cast
+        guild_id INTEGER PRIMARY KEY,
+        entries TEXT NOT NULL  -- a JSON list of entries
+    );
+    ALTER TABLE tales ADD COLUMN cast_entries TEXT NOT NULL DEFAULT '[]';  -- the cast it was told with
     """,
 ]
 
@@ -228,10 +237,13 @@ class Tale:
     finished: bool = False  # a together round that its opener closed
     chapters: int = 1  # the tale's own text and the parts written on (Continue, or lines and replies)
     length: int = 0  # new characters asked for (Again asks for as many); 0 for tales told before it was kept
+    cast_entries: tuple[str, ...] = ()  # the cast it was told with (model.memory): its seed tells it again
 
     def __post_init__(self):
         for flag in ("in_gallery", "hidden", "together", "finished"):  # SQLite stores them as 0/1
             object.__setattr__(self, flag, bool(getattr(self, flag)))
+        if isinstance(self.cast_entries, str):  # stored as a JSON list
+            object.__setattr__(self, "cast_entries", tuple(json.loads(self.cast_entries)))
 
 
 @dataclass(frozen=True)
@@ -274,15 +286,15 @@ class GalleryStore:
 
     async def add(self, *, guild_id: int, channel_id: int, author_id: int, author_name: str, start: str,
                   text: str, temperature: float, seed: int, model: str, card_hash: str, together: bool = False,
-                  length: int = 0) -> Tale:
+                  length: int = 0, cast_entries: tuple[str, ...] = ()) -> Tale:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         async with self.db.transaction() as conn:
             cur = await conn.execute(
                 "INSERT INTO tales (guild_id, channel_id, author_id, author_name, start, text, temperature, "
-                "seed, model, card_hash, created_at, together, length) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "seed, model, card_hash, created_at, together, length, cast_entries) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
-                 card_hash, created, int(together), length))
+                 card_hash, created, int(together), length, json.dumps(list(cast_entries))))
             tale_id = cur.lastrowid
         return await self.get(guild_id, tale_id)
 
@@ -428,3 +440,50 @@ class WordListStore:
         async with self.db.transaction() as conn:
             cur = await conn.execute("DELETE FROM blocked_words WHERE guild_id = ? AND word = ?", (guild_id, word))
             return cur.rowcount == 1
+
+
+class CastStore:
+    """Each server's cast: the names, places and things its stories draw on (model.memory). A
+    server that never changed it has the default cast; entries keep the order they were added in."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def entries(self, guild_id: int) -> tuple[str, ...]:
+        async with self.db.conn.execute("SELECT entries FROM casts WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        return tuple(json.loads(row[0])) if row else default_cast()
+
+    async def _change(self, guild_id: int, change) -> bool:
+        """Apply `change(entries) -> new entries or None (no change)` in one transaction."""
+        async with self.db.transaction() as conn:
+            async with conn.execute("SELECT entries FROM casts WHERE guild_id = ?", (guild_id,)) as cur:
+                row = await cur.fetchone()
+            new = change(tuple(json.loads(row[0])) if row else default_cast())
+            if new is None:
+                return False
+            await conn.execute("INSERT INTO casts (guild_id, entries) VALUES (?, ?) "
+                               "ON CONFLICT (guild_id) DO UPDATE SET entries = excluded.entries",
+                               (guild_id, json.dumps(list(new))))
+            return True
+
+    async def add(self, guild_id: int, entry: str) -> bool:
+        """Whether the entry is new (entries differing only in case are one); ValueError when full."""
+        def change(entries):
+            if entry.casefold() in {e.casefold() for e in entries}:
+                return None
+            if len(entries) >= MAX_CAST:
+                raise ValueError(f"this server's cast is full ({MAX_CAST} entries); remove one first")
+            return entries + (entry,)
+        return await self._change(guild_id, change)
+
+    async def remove(self, guild_id: int, entry: str) -> bool:
+        def change(entries):
+            kept = tuple(e for e in entries if e.casefold() != entry.casefold())
+            return kept if len(kept) < len(entries) else None
+        return await self._change(guild_id, change)
+
+    async def reset(self, guild_id: int) -> None:
+        """Back to the default cast."""
+        async with self.db.transaction() as conn:
+            await conn.execute("DELETE FROM casts WHERE guild_id = ?", (guild_id,))

@@ -132,25 +132,30 @@ class StoryRequest:
                        cast=cast)
 
     def _checked_cast(self, vocab: Vocabulary, blocked: tuple[str, ...], normalised: bool) -> tuple[str, ...]:
-        """The cast's entries checked like a start: 1-40 characters the model knows, no blocked word."""
         if not isinstance(self.cast, tuple):
             raise InvalidRequest("the cast must be a tuple of entries")
         if len(self.cast) > MAX_CAST:
             raise InvalidRequest(f"the cast has {len(self.cast)} entries; the most is {MAX_CAST}")
-        cast = []
-        for entry in self.cast:
-            try:
-                entry = check_entry(entry)  # its type and size, before normalising
-                entry = entry if normalised else check_entry(vocab.normalised(entry))
-            except ValueError as e:
-                raise InvalidRequest(f"cast: {e}") from None
-            if vocab.unknown(entry):
-                raise InvalidRequest(f"cast: {entry!r} holds characters the model does not know: "
-                                     f"{' '.join(vocab.unknown(entry))}")
-            if word_filter(blocked).spans(entry):
-                raise InvalidRequest("cast: an entry has a word that is not allowed here")
-            cast.append(entry)
-        return tuple(cast)
+        try:
+            return tuple(checked_cast_entry(entry, vocab, blocked, normalised) for entry in self.cast)
+        except InvalidRequest as e:
+            raise InvalidRequest(f"cast: {e}") from None
+
+
+def checked_cast_entry(entry, vocab: Vocabulary, blocked: tuple[str, ...] = (), normalised: bool = False) -> str:
+    """A cast entry checked like a start: 1-40 characters the model knows, no blocked word (the
+    shipped list's or the server's); normalised unless it was. InvalidRequest says what is wrong."""
+    try:
+        entry = check_entry(entry)  # its type and size, before normalising
+        entry = entry if normalised else check_entry(vocab.normalised(entry))
+    except ValueError as e:
+        raise InvalidRequest(str(e)) from None
+    unknown = vocab.unknown(entry)
+    if unknown:
+        raise InvalidRequest(str(UnknownCharacters(unknown)))
+    if word_filter(tuple(blocked)).spans(entry):  # in general terms: the refusal is no echo
+        raise InvalidRequest("the entry has a word that is not allowed here; please choose other words")
+    return entry
 
 
 MAX_SEED = 2**63 - 1

@@ -154,7 +154,8 @@ class AgainButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], templat
         super().__init__(tale_id, "Again")
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
-        await interaction.client.writer.tell(interaction, tale.start, tale.length or None)  # a new seed
+        # A new seed, with the tale's own length and cast.
+        await interaction.client.writer.tell(interaction, tale.start, tale.length or None, cast=tale.cast_entries)
 
 
 class ReportButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button],
@@ -233,29 +234,35 @@ class StoryCog(commands.Cog):
             await self.tell(interaction, start, length, seed)
 
     async def request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
-                       settings, context: str = "") -> StoryRequest:
-        """A validated request with this server's temperature and words; the member's turn is taken."""
+                      settings, context: str = "", cast: tuple[str, ...] | None = None) -> StoryRequest:
+        """A validated request with this server's temperature and words, and its cast unless a tale's
+        own is given; the member's turn is taken."""
         bot = self.bot
         if settings.channel_id and settings.channel_id not in (interaction.channel_id, thread_parent(interaction)):
             raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
         words = await bot.word_lists.words(interaction.guild_id)
-        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context)
+        if cast is None:
+            cast = await bot.casts.entries(interaction.guild_id)
+        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
+                               cast=cast)
         request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
         self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
 
     async def tell(self, interaction: discord.Interaction, start: str, length: int | None = None,
-                   seed: int | None = None) -> Tale:
+                   seed: int | None = None, cast: tuple[str, ...] | None = None) -> Tale:
+        """A story from `start`, with the server's cast unless `cast` is given (Again: the tale's)."""
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
         check_start(start)
-        request = await self.request(interaction, start, length or settings.story_length, seed, settings)
+        request = await self.request(interaction, start, length or settings.story_length, seed, settings, cast=cast)
 
         async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash, length=request.length)
+                seed=story.seed, model=story.model, card_hash=story.card_hash, length=request.length,
+                cast_entries=request.cast)
 
         tale = await self.write(interaction, request, store)
         await self._show(interaction, tale)
@@ -272,7 +279,7 @@ class StoryCog(commands.Cog):
             raise MemberError(f"This tale has all the chapters it may have ({settings.max_chapters}; see /settings).")
         chapters = await bot.gallery.chapters(guild_id, tale.id)
         request = await self.continuation(interaction, tale.text + "".join(c.text for c in chapters),
-                                          settings.story_length, settings)
+                                          settings.story_length, settings, cast=tale.cast_entries)
 
         async def store(story) -> Chapter:
             [chapter] = await bot.gallery.add_chapters(
@@ -286,13 +293,14 @@ class StoryCog(commands.Cog):
         return chapter
 
     async def continuation(self, interaction: discord.Interaction, so_far: str, new: int, settings,
-                           start: str = "") -> StoryRequest:
+                           cast: tuple[str, ...], start: str = "") -> StoryRequest:
         """A request that writes `new` characters on from the end of `so_far` (a tale as stored, so
-        model text again without normalising it twice), after a member's `start` if any."""
+        model text again without normalising it twice), after a member's `start` if any, with the
+        tale's own cast."""
         generator = self.bot.generator
         tale = generator.vocab.normalisation.from_reading(so_far)
         context = continuation_start(tale, generator.config.max_prompt)
-        return await self.request(interaction, start, new, None, settings, context)
+        return await self.request(interaction, start, new, None, settings, context, cast)
 
     async def write(self, interaction: discord.Interaction, request: StoryRequest, store):
         """Defer, stream the story, and store it (`await store(story)`) as soon as it is done; a

@@ -99,7 +99,8 @@ class TogetherCog(commands.Cog):
             return await bot.gallery.add(
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
                 author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True, length=request.length)
+                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True, length=request.length,
+                cast_entries=request.cast)
 
         tale = await self.bot.writer.write(interaction, request, store)
         opening = tale_embed(tale)
@@ -134,7 +135,8 @@ class TogetherCog(commands.Cog):
         # The line is the request's start, checked and normalised once; its leading break makes it a
         # paragraph of its own.
         request = await self.bot.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
-                                                 settings.together_length, settings, start="\n" + line.strip())
+                                                 settings.together_length, settings, tale.cast_entries,
+                                                 start="\n" + line.strip())
 
         async def store(story) -> list[Chapter]:
             line = story.text[:story.begins]
