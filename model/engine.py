@@ -15,6 +15,7 @@ started at different times (TensorFlow's text-generation tutorial carries states
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import time
 from pathlib import Path
@@ -281,6 +282,10 @@ class DeviceEngine(NumpyEngine):
         import keras
 
         super().__init__(network)
+        if self.memory is not None:  # the device computes in float32 and int32
+            self.memory = copy.copy(self.memory)
+            self.memory.weights, self.memory.classes = self.memory.weights.astype(np.float32), \
+                self.memory.classes.astype(np.int32)
         self.rows = rows
         self.ops = ops = keras.ops
         self.input_table = ops.convert_to_tensor(self.input_table)
@@ -332,14 +337,16 @@ class DeviceEngine(NumpyEngine):
         return np.asarray(logits)[:len(prompts)], np.asarray(state)[:len(prompts)]
 
     def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
-        held = None if memory is None else tuple(self._pad(a, a.dtype, 1 if i == 2 else 0)  # length 1: a padding row
-                                                 for i, a in enumerate(memory))
+        device_types = (np.int32, np.int32, np.int32, np.int32, np.float32)
+        held = None if memory is None else tuple(self._pad(a, dtype, 1 if i == 2 else 0)  # length 1: a padding row
+                                                 for i, (a, dtype) in enumerate(zip(memory, device_types)))
         ids, logits, state, held = self._generate(
             self._pad(logits, np.float32, 0), self._pad(state, np.float32, 0), self._pad(uniforms, np.float32, 0.5),
             self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1),
             held)
         rows = len(uniforms)
-        memory = None if held is None else tale_memory.MemoryRows(*(np.asarray(a)[:rows] for a in held))
+        memory = None if held is None else tale_memory.MemoryRows(
+            *(np.asarray(a)[:rows].astype(mine.dtype) for a, mine in zip(held, memory)))
         return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows], memory
 
 

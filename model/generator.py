@@ -158,6 +158,18 @@ def checked_cast_entry(entry, vocab: Vocabulary, blocked: tuple[str, ...] = (), 
     return entry
 
 
+def usable_cast(cast: tuple[str, ...], vocab: Vocabulary, blocked: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The entries this model can write and this server allows: a cast outlives models and lists (the
+    default cast names Quidditch, which a model that never saw a "Q" cannot write)."""
+    usable = []
+    for entry in cast:
+        try:
+            usable.append(checked_cast_entry(entry, vocab, blocked))
+        except InvalidRequest:
+            continue
+    return tuple(usable)
+
+
 MAX_SEED = 2**63 - 1
 MAX_TOP_K = 1_000_000
 

@@ -262,19 +262,19 @@ def mix_row(p, logits, following, weight, name_start, initials, classes, share):
             given = share if in_capitals > 0 else 1.0
             for i in range(n):
                 if classes[i] == UPPER:
-                    initial = initials[i] / max(named, 1e-300) if logits[i] > -np.inf else 0.0
-                    p[i] = mass * ((1 - given) * p[i] / max(in_capitals, 1e-300) + given * initial)
+                    initial = initials[i] / max(named, 1e-30) if logits[i] > -np.inf else 0.0
+                    p[i] = mass * ((1 - given) * p[i] / max(in_capitals, 1e-30) + given * initial)
                 else:
-                    p[i] = (1 - mass) * p[i] / max(1 - in_capitals, 1e-300)
+                    p[i] = (1 - mass) * p[i] / max(1 - in_capitals, 1e-30)
     if weight > 0:
-        if following >= n:  # the earlier word ended here: the model's choice of a non-letter
+        if not _letter(classes[following]):  # the earlier word ended here: the model's choice of a non-letter
             non_letters = 0.0
             for i in range(n):
                 if not _letter(classes[i]):
                     non_letters += p[i]
             if non_letters > 0:
                 for i in range(n):
-                    target = 0.0 if _letter(classes[i]) else p[i] / max(non_letters, 1e-300)
+                    target = 0.0 if _letter(classes[i]) else p[i] / max(non_letters, 1e-30)
                     p[i] = (1 - weight) * p[i] + weight * target
         elif logits[following] > -np.inf:
             for i in range(n):

@@ -7,9 +7,10 @@ mixes that in before it draws, with one uniform per character as before:
     p' = (1 - w(L)) p + w(L) target
 
 where L is the match length, w per length is fitted on validation text (train/memory_fit.py) and
-stored in the bundle's memory.json (at least `name_weight` within a word of a name), and target is the predicted character, or, where the earlier
-occurrence ended its word there, the model's own choice among characters that are not letters
-(a completed name ends its word: no "Snapes").
+stored in the bundle's memory.json (at least `name_weight` within a word of a name), and target is
+the predicted letter, or, where the earlier occurrence's word ended, the model's own choice among
+characters that are not letters (a completed name ends its word, "Snape" never runs on into
+"Snapes", and the model still picks its comma or full stop).
 
 Names only (`names_only`): the memory speaks only inside a run of capitalised words ("Professor
 McGonagall"), and only when the match covers the whole run and the boundary before it, so it
@@ -44,7 +45,11 @@ DEFAULT_CAST_FILE = Path(__file__).with_name("cast.txt")
 # Character classes. A separator (id vocab) and an empty cell (id vocab + 1) are OTHER.
 OTHER, LOWER, UPPER, SPACE, PAUSE = range(5)
 PAUSES = ",;:"
-_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]*(?:'[A-Za-z]+)?")
+_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]*")
+# Common words that open sentences: capitalised there, yet no one's name.
+SENTENCE_OPENERS = frozenset("""a after all an and as at but by every for from he her here his how i if in it its
+long my no not now of oh on once one our she so some that the their then there these they this those to up we
+what when where which while who why with yes you your""".split())
 
 
 @dataclass(frozen=True)
@@ -222,21 +227,21 @@ def mix_rows(xp, memory: Memory, p, logits, following, weight, name_start, initi
     # A name may begin: capitals keep their temperature-1 mass, and the initials take a share of it.
     initials = xp.where(allowed, initials, 0.0)
     named = name_start & (xp.sum(initials, axis=1) > 0)
-    initials = initials / xp.maximum(xp.sum(initials, axis=1, keepdims=True), 1e-300)
+    initials = initials / xp.maximum(xp.sum(initials, axis=1, keepdims=True), 1e-30)
     odds = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
     capitals_mass = xp.sum(xp.where(capital, odds, 0.0), axis=1, keepdims=True) / xp.sum(odds, axis=1, keepdims=True)
     in_capitals = xp.sum(xp.where(capital, p, 0.0), axis=1, keepdims=True)
     share = xp.where(in_capitals > 0, memory.name_share, 1.0)
-    as_capital = capitals_mass * ((1 - share) * p / xp.maximum(in_capitals, 1e-300) + share * initials)
-    as_other = (1 - capitals_mass) * p / xp.maximum(1 - in_capitals, 1e-300)
+    as_capital = capitals_mass * ((1 - share) * p / xp.maximum(in_capitals, 1e-30) + share * initials)
+    as_other = (1 - capitals_mass) * p / xp.maximum(1 - in_capitals, 1e-30)
     p = xp.where(named[:, None], xp.where(capital, as_capital, as_other), p)
     # The memory: its character, or where the earlier word ended, the model's choice of a non-letter.
     letters = (classes == LOWER) | (classes == UPPER)
-    ends_word = following >= memory.vocab_size
+    ends_word = (xp.take(memory.classes, following) != LOWER) & (xp.take(memory.classes, following) != UPPER)
     ids = xp.arange(memory.vocab_size)[None, :]
     non_letters = xp.where(letters[None, :], 0.0, p)
     non_letter_mass = xp.sum(non_letters, axis=1, keepdims=True)
-    target = xp.where(ends_word[:, None], non_letters / xp.maximum(non_letter_mass, 1e-300),
+    target = xp.where(ends_word[:, None], non_letters / xp.maximum(non_letter_mass, 1e-30),
                       xp.where(ids == following[:, None], 1.0, 0.0))
     usable = xp.where(ends_word, non_letter_mass[:, 0] > 0,
                       xp.take_along_axis(allowed, xp.minimum(following, memory.vocab_size - 1)[:, None], axis=1)[:, 0])
@@ -269,20 +274,15 @@ def check_entry(entry: str) -> str:
 
 
 def names_in(text: str, cast: tuple[str, ...]) -> list[str]:
-    """The names a start (or tale) holds: capitalised words that are in the cast, that follow a
-    word mid-sentence, or that are no everyday word ("Hermione", "Snape"; not "The" or "Once")."""
-    from model.safety import real_words
-
-    cast_words = {w for entry in cast for w in entry.split()}
-    everyday = real_words()
+    """The names a start (or tale) holds: its capitalised words, but for common words that open a
+    sentence ("The", "Once"; not "Hermione")."""
     names = []
     for m in _CAPITALISED.finditer(text):
         word = m.group()
-        before = text[:m.start()].rstrip()
-        mid_sentence = bool(before) and before[-1] not in ".!?\"'\n" and len(word) > 1 and word != "I"
-        if word in cast_words or mid_sentence or word.lower().split("'")[0] not in everyday:
-            if len(word) > 1 and word not in names:
-                names.append(word)
+        before = text[:m.start()].rstrip(" \"'(")
+        opens = not before or before[-1] in ".!?\n"
+        if len(word) > 1 and not (opens and word.lower() in SENTENCE_OPENERS) and word not in names:
+            names.append(word)
     return names
 
 

@@ -56,6 +56,20 @@ def tiny_bundle(tiny_corpus, tiny_config, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def remembering_bundle(tiny_bundle, tiny_corpus, tmp_path_factory):
+    """The tiny bundle with a memory fitted by `quill fit-memory` on its own corpus, as bundles ship."""
+    import shutil
+
+    import cli
+
+    folder = tmp_path_factory.mktemp("remembering") / "tiny"
+    shutil.copytree(tiny_bundle, folder)
+    assert cli.main(["fit-memory", "--model", str(folder), "--corpus", str(tiny_corpus), "--val-fraction", "0.5",
+                     "--json"]) == 0
+    return folder
+
+
 BLOCKED = "grumbleweed"  # a made-up word the safety tests block
 
 

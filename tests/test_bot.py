@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def bot(tiny_bundle, tmp_path_factory):
+async def bot(remembering_bundle, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "quill.db"
-    bot = QuillBot(Settings(database=db, model=tiny_bundle, queue_size=2, max_batch=2, story_timeout=30))
+    bot = QuillBot(Settings(database=db, model=remembering_bundle, queue_size=2, max_batch=2, story_timeout=30))
     async with bot:  # set up as discord.py does before connecting; closed on the way out
         await bot.prepare()
         yield bot
@@ -558,12 +558,14 @@ async def test_a_tale_rebuilds_from_its_seeds(bot):
     tale = await bot.gallery.get(guild, tale_id(view))
     chapters = await bot.gallery.chapters(guild, tale.id)
     settings = await bot.guild_settings.get(guild)
-    rebuilt = (await bot.generator.generate(StoryRequest("Ron ran", 100, settings.temperature, 7))).text
+    assert tale.cast_entries  # the default cast, as far as the tiny model can write it
+    rebuilt = (await bot.generator.generate(StoryRequest("Ron ran", 100, settings.temperature, 7,
+                                                         cast=tale.cast_entries))).text
     assert rebuilt == tale.text
     from_reading = bot.generator.vocab.normalisation.from_reading
     for chapter in chapters:  # the tale is shorter than a prompt's most: all of it primes the chapter
         again = await bot.generator.generate(StoryRequest("", 100, settings.temperature, chapter.seed,
-                                                          context=from_reading(rebuilt)))
+                                                          context=from_reading(rebuilt), cast=tale.cast_entries))
         assert again.text == chapter.text
         rebuilt += chapter.text
 
@@ -854,3 +856,55 @@ def test_quill_story_masks_like_the_bot(tiny_bundle, monkeypatch, capsys):
     monkeypatch.setattr(StoryGenerator, "stream", stream)
     assert cli.main(["story", "Harry", "--model", str(tiny_bundle)]) == 0
     assert capsys.readouterr().out == "Harry saw the \u25a0\u25a0\u25a0\u25a0\u25a0\u25a0 \n"
+
+
+async def test_the_cast_commands_and_the_cast_a_tale_keeps(bot):
+    from model.generator import usable_cast
+    from model.memory import default_cast
+
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0)
+
+    def moderator():
+        return make_interaction(bot, guild_id=guild, manage_guild=True)
+
+    member = await run(bot, "cast add", make_interaction(bot, guild_id=guild), entry="Ron Snape")
+    assert "Manage Server" in ephemeral_text(member) and await bot.casts.entries(guild) == default_cast()
+    assert "Hermione Granger" in ephemeral_text(await run(bot, "cast list", moderator()))  # a new server's cast
+    assert ephemeral_text(await run(bot, "cast add", moderator(), entry="  Ron   Snape ")) == \
+        "Added to the cast: **Ron Snape**."
+    assert "in the cast already" in ephemeral_text(await run(bot, "cast add", moderator(), entry="ron snape"))
+    assert "not allowed here" in ephemeral_text(await run(bot, "cast add", moderator(), entry="nigger"))
+    assert "does not know" in ephemeral_text(await run(bot, "cast add", moderator(), entry="Ron \u2603"))
+    assert await bot.casts.entries(guild) == default_cast() + ("Ron Snape",)
+
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry looked", length=100, seed=2)
+    view = story.edit_original_response.call_args.kwargs["view"]
+    tale = await bot.gallery.get(guild, tale_id(view))
+    assert tale.cast_entries == usable_cast(default_cast() + ("Ron Snape",), bot.generator.vocab)
+    assert "Ron Snape" in tale.cast_entries and "Quidditch" not in tale.cast_entries  # the tiny model has no Q
+
+    assert ephemeral_text(await run(bot, "cast remove", moderator(), entry="Ron Snape")) == \
+        "Taken out of the cast: **Ron Snape**."
+    assert "not in this server's cast" in ephemeral_text(await run(bot, "cast remove", moderator(), entry="Ron Snape"))
+    again = make_interaction(bot, guild_id=guild)
+    await press(view, "Again", again)
+    retold = await bot.gallery.get(guild, tale_id(again.edit_original_response.call_args.kwargs["view"]))
+    assert retold.cast_entries == tale.cast_entries  # Again tells the tale's world again
+    await bot.word_lists.add(guild, "snape")  # a word blocked later leaves the entries that hold it out
+    assert "The cast is the wizarding one again" in ephemeral_text(await run(bot, "cast reset", moderator()))
+    assert await bot.casts.entries(guild) == default_cast()
+    later = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry looked", length=100)
+    later_tale = await bot.gallery.get(guild, tale_id(later.edit_original_response.call_args.kwargs["view"]))
+    assert "Severus Snape" not in later_tale.cast_entries and "Hermione Granger" in later_tale.cast_entries
+
+
+def test_console_keeps_a_cast(remembering_bundle, tmp_path):
+    commands = "\n".join(["/cast add Luna Dark", "/cast list", "/cast remove Peeves", "/cast reset",
+                          "/cast list", "quit"]) + "\n"
+    out, stderr = run_console_with(commands, remembering_bundle, tmp_path)
+    assert "Added to the cast: Luna Dark." in out and "Taken out of the cast: Peeves." in out
+    first, second = [line for line in out.splitlines() if "This server's cast" in line]
+    assert "Luna Dark" in first and "Peeves" in first  # before the remove
+    assert "Luna Dark" not in second and "The cast is the wizarding one again" in out
+    assert "Traceback" not in out + stderr

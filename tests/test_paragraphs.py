@@ -90,25 +90,43 @@ def test_reader_measures_on_known_text():
     assert figures["real_word_rate"] == round(8 / 9, 4) and figures["mean_sentence_words"] == 3.0
 
 
-def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, tiny_corpus, capsys):
+def test_name_and_cast_measures_on_known_text():
+    from train.bench_story import capitalised_mid_sentence, copies_itself, measure, top_name_per_100_words
+
+    assert capitalised_mid_sentence('"Yes," said Ron. Then I met Snape.\nHe left.') == (["Ron", "Snape"], 9)
+    assert copies_itself("x" * 31) and not copies_itself("abcdefghijklmnopqrstuvwxyz0123456789")
+    assert top_name_per_100_words("Then Snape met Snape and Snape and Ron went home now", set()) == 300 / 11
+    stories = ["then Snape saw the wand and Hogwarts.", "the owl flew over the hall home."]
+    figures = measure(stories, {"the"}, ["Snape", "Harry"], ("Hogwarts",), [("Snape",), ("Harry",)])
+    assert figures["name_recall"] == 0.5 and figures["stories_naming_the_start"] == "1 of 2"
+    assert figures["cast_presence"] == 1.0  # "wand" and "Hogwarts"; "owl" is a wizarding word too
+    assert figures["cast_per_1000_words"] == round(1000 * 3 / 14, 1)
+
+
+def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, remembering_bundle, tiny_corpus, capsys):
     import cli
 
-    assert cli.main(["bench", "story", "--model", str(tiny_bundle), "--against", str(tiny_bundle),
+    assert cli.main(["bench", "story", "--model", str(remembering_bundle), "--against", str(tiny_bundle),
                      "--corpus", str(tiny_corpus), "--starts", "Harry", "Snape looked", "The owl", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["stories"] == 9 and result["starts"] == 3
+    assert result["stories"] == 9 and result["starts"] == 3 and result["stories_whose_start_names_someone"] == 6
     assert 3 < result["books"]["paragraph_breaks_per_1000_chars"] < 30  # the tiny corpus breaks every 5 sentences
-    first, second = result["models"]
-    assert first == second  # the same starts and seeds: the same stories
-    assert 0 < first["real_word_rate"] <= 1 and 0 <= first["repeated_4gram_share"] <= 1
+    off, on, other = result["models"]  # memory off and on; the bundle without a memory, off only
+    assert (off["memory_and_cast"], on["memory_and_cast"], other["memory_and_cast"]) == (False, True, False)
+    assert {k: v for k, v in off.items() if k != "bundle"} == {k: v for k, v in other.items() if k != "bundle"}
+    for figures in (off, on):  # the same starts and seeds: the same stories, when the memory is off
+        assert 0 < figures["real_word_rate"] <= 1 and 0 <= figures["repeated_4gram_share"] <= 1
+        assert 0 <= figures["name_recall"] <= 1 and 0 <= figures["copying_30_chars"] <= 1
 
 
-def test_bench_generate_times_the_filter_on_and_off_side_by_side(tiny_bundle):
+def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(remembering_bundle):
     import asyncio
 
-    from train.bench_generate import _filter_on_and_off
+    from train.bench_generate import _side_by_side
 
-    result = asyncio.run(_filter_on_and_off(tiny_bundle, 100, stories=2))
-    assert result["one_request_filter_on_chars_per_s"] > 0 and result["one_request_filter_off_chars_per_s"] > 0
-    assert result["one_request_filter_on_vs_off"] == pytest.approx(
-        result["one_request_filter_on_chars_per_s"] / result["one_request_filter_off_chars_per_s"], rel=0.01)
+    for option, name in (("check_words", "filter"), ("memory", "memory")):
+        result = asyncio.run(_side_by_side(remembering_bundle, 100, option, rounds=2, wide_rounds=1))
+        for label in ("one_request", "aggregate_64"):
+            on, off = result[f"{label}_{name}_on_chars_per_s"], result[f"{label}_{name}_off_chars_per_s"]
+            assert on > 0 and off > 0
+            assert result[f"{label}_{name}_on_vs_off"] == pytest.approx(on / off, rel=0.01)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from model.client import StoryGenerator
-from model.generator import GeneratorConfig, StoryRequest
+from model.generator import GeneratorConfig, StoryRequest, usable_cast
+from model.memory import default_cast
 
 PROMPT = "Harry looked at the castle and "
 REPEATS = 3
@@ -75,27 +76,42 @@ def _quill_story_seconds(model_dir: Path) -> float:
     return statistics.median(times)
 
 
-async def _filter_on_and_off(model_dir: Path, length: int, stories: int = 7) -> dict:
-    """One request at a time with the word filter on and off, alternating between two generators
-    so that both see the same machine: the filter's cost where it weighs most."""
-    generators = {check: StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, timeout=600, check_words=check))
-                  for check in (True, False)}
+async def _side_by_side(model_dir: Path, length: int, option: str, rounds: int = 7, wide_rounds: int = 3) -> dict:
+    """A GeneratorConfig switch (`check_words`: the word filter; `memory`: the tale's memory) on and
+    off, alternating between two generators so that both see the same machine: one request at a
+    time (the median of `rounds`) and 64 at once (of `wide_rounds`). Requests carry the default cast."""
+    generators = {on: StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600,
+                                                     **{option: on})) for on in (True, False)}
     for generator in generators.values():
         await generator.start()
+    cast = usable_cast(default_cast(), generators[True].vocab)
+
+    async def rate(generator, stories: int, first_seed: int) -> float:
+        t = time.perf_counter()
+        told = await asyncio.gather(*(generator.generate(StoryRequest(PROMPT, length, seed=first_seed + i, cast=cast))
+                                      for i in range(stories)))
+        return sum(len(story.written) for story in told) / (time.perf_counter() - t)
+
     try:
-        rates = {True: [], False: []}
-        for seed in range(stories + 1):
-            for check, generator in generators.items():
-                t = time.perf_counter()
-                story = await generator.generate(StoryRequest(PROMPT, length, seed=seed))
+        single, wide = {True: [], False: []}, {True: [], False: []}
+        for seed in range(rounds + 1):
+            for on, generator in generators.items():
+                measured = await rate(generator, 1, seed)
                 if seed:  # the first of each is a warm-up
-                    rates[check].append(len(story.written) / (time.perf_counter() - t))
+                    single[on].append(measured)
+        for round_ in range(wide_rounds):
+            for on, generator in generators.items():
+                wide[on].append(await rate(generator, 64, 1000 * round_))
     finally:
         for generator in generators.values():
             await generator.close()
-    on, off = statistics.median(rates[True]), statistics.median(rates[False])
-    return {"one_request_filter_on_chars_per_s": round(on), "one_request_filter_off_chars_per_s": round(off),
-            "one_request_filter_on_vs_off": round(on / off, 3)}
+    name = {"check_words": "filter", "memory": "memory"}[option]
+    result = {}
+    for label, rates in (("one_request", single), ("aggregate_64", wide)):
+        on, off = statistics.median(rates[True]), statistics.median(rates[False])
+        result.update({f"{label}_{name}_on_chars_per_s": round(on), f"{label}_{name}_off_chars_per_s": round(off),
+                       f"{label}_{name}_on_vs_off": round(on / off, 3)})
+    return result
 
 
 async def _measure(model_dir: Path, length: int) -> dict:
@@ -149,7 +165,8 @@ async def _measure(model_dir: Path, length: int) -> dict:
         result["generator_peak_rss_mb"] = _peak_rss_mb(generator.pid)
     finally:
         await generator.close()
-    result.update(await _filter_on_and_off(model_dir, length))
+    result.update(await _side_by_side(model_dir, length, "check_words"))
+    result.update(await _side_by_side(model_dir, length, "memory"))
     return result
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from bot.limits import STORY_LENGTH, TEMPERATURE
 from model.bundle import read_metadata
 from model.client import StoryGenerator
-from model.generator import GeneratorConfig, StoryRequest
+from model.generator import GeneratorConfig, StoryRequest, usable_cast
 from model.memory import default_cast, names_in
 from train.corpus import read_corpus
 
@@ -182,9 +182,10 @@ def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] =
                 seeds: int = SEEDS_PER_START, temperature: float = TEMPERATURE.default,
                 length: int = STORY_LENGTH.default) -> dict:
     """Every bundle with its memory off, then (where it has one) with the memory and the default cast."""
-    normalisation = read_metadata(models[0]).vocab.normalisation
+    vocab = read_metadata(models[0]).vocab
+    normalisation = vocab.normalisation
     books = [f.text for f in read_corpus(corpus, normalisation)]
-    cast = default_cast()
+    cast = usable_cast(default_cast(), vocab)  # the entries this model can write, as the bot sends
     lexicon = {w.lower() for text in books + list(cast) for w in words(text)}  # cast names are real words
     starts_of = [start for start in starts for _ in range(seeds)]
     named = [NAMED[start] if start in NAMED else tuple(names_in(start, ())) for start in starts_of]

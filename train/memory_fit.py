@@ -45,7 +45,7 @@ def events(model, vocab: Vocabulary, texts: list[str], window: int, names_only: 
                                                           names_only)
                 probs = p[row]
                 true = probs[np.arange(len(targets)), targets]
-                ends_word = following >= len(vocab)
+                ends_word = ~np.isin(memory.classes[following], (LOWER, UPPER))
                 non_letters = probs[:, ~letters].sum(axis=1)
                 v = np.where(ends_word, np.where(letters[targets], 0.0, true / np.maximum(non_letters, 1e-300)),
                              (following == targets).astype(np.float64))

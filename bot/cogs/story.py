@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import START, STORY_LENGTH
-from model.generator import InvalidRequest, StoryRequest, word_filter
+from model.generator import InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
@@ -244,7 +244,7 @@ class StoryCog(commands.Cog):
         if cast is None:
             cast = await bot.casts.entries(interaction.guild_id)
         request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
-                               cast=cast)
+                               cast=usable_cast(cast, bot.generator.vocab, words))
         request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
         self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
