@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from model.memory import LONGEST, LOWER, SPACE, PAUSE, UPPER
+from model.memory import JOIN, LONGEST, LOWER, PAUSE, SPACE, UPPER
 
 # No nnan/ninf: the sampler masks with -inf, and clamps must stay exact.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
@@ -268,13 +268,14 @@ def mix_row(p, logits, following, weight, name_start, initials, classes, share):
                     p[i] = (1 - mass) * p[i] / max(1 - in_capitals, 1e-30)
     if weight > 0:
         if not _letter(classes[following]):  # the earlier word ended here: the model's choice of a non-letter
-            non_letters = 0.0
+            endings = 0.0
             for i in range(n):
-                if not _letter(classes[i]):
-                    non_letters += p[i]
-            if non_letters > 0:
+                if not _letter(classes[i]) and classes[i] != JOIN:
+                    endings += p[i]
+            if endings > 0:
                 for i in range(n):
-                    target = 0.0 if _letter(classes[i]) else p[i] / max(non_letters, 1e-30)
+                    ends = not _letter(classes[i]) and classes[i] != JOIN
+                    target = p[i] / max(endings, 1e-30) if ends else 0.0
                     p[i] = (1 - weight) * p[i] + weight * target
         elif logits[following] > -np.inf:
             for i in range(n):

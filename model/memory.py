@@ -9,8 +9,8 @@ mixes that in before it draws, with one uniform per character as before:
 where L is the match length, w per length is fitted on validation text (train/memory_fit.py) and
 stored in the bundle's memory.json (at least `name_weight` within a word of a name), and target is
 the predicted letter, or, where the earlier occurrence's word ended, the model's own choice among
-characters that are not letters (a completed name ends its word, "Snape" never runs on into
-"Snapes", and the model still picks its comma or full stop).
+characters that end a word: not letters, nor an apostrophe (a completed name ends its word, "Snape"
+never runs on into "Snapes" or "Ron't", and the model still picks its comma or full stop).
 
 Names only (`names_only`): the memory speaks only inside a run of capitalised words ("Professor
 McGonagall"), and only when the match covers the whole run and the boundary before it, so it
@@ -43,8 +43,9 @@ ENTRY_CHARS = 40  # the longest cast entry
 MAX_CAST = 60  # entries a cast may hold
 DEFAULT_CAST_FILE = Path(__file__).with_name("cast.txt")
 # Character classes. A separator (id vocab) and an empty cell (id vocab + 1) are OTHER.
-OTHER, LOWER, UPPER, SPACE, PAUSE = range(5)
+OTHER, LOWER, UPPER, SPACE, PAUSE, JOIN = range(6)
 PAUSES = ",;:"
+JOINS = "'"  # goes on within a word ("don't"): no end for a name, whose word would run on ("Ron't")
 _CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]*")
 # Common words that open sentences: capitalised there, yet no one's name.
 SENTENCE_OPENERS = frozenset("""a after all an and as at but by every for from he her here his how i if in it its
@@ -102,7 +103,7 @@ class Memory:
 def _class(c: str) -> int:
     if c.isalpha():
         return UPPER if c.isupper() else LOWER
-    return SPACE if c == " " else PAUSE if c in PAUSES else OTHER
+    return SPACE if c == " " else PAUSE if c in PAUSES else JOIN if c in JOINS else OTHER
 
 
 class MemoryRows(NamedTuple):
@@ -235,15 +236,16 @@ def mix_rows(xp, memory: Memory, p, logits, following, weight, name_start, initi
     as_capital = capitals_mass * ((1 - share) * p / xp.maximum(in_capitals, 1e-30) + share * initials)
     as_other = (1 - capitals_mass) * p / xp.maximum(1 - in_capitals, 1e-30)
     p = xp.where(named[:, None], xp.where(capital, as_capital, as_other), p)
-    # The memory: its character, or where the earlier word ended, the model's choice of a non-letter.
+    # The memory: its character, or where the earlier word ended, the model's choice of a word's end.
     letters = (classes == LOWER) | (classes == UPPER)
     ends_word = (xp.take(memory.classes, following) != LOWER) & (xp.take(memory.classes, following) != UPPER)
     ids = xp.arange(memory.vocab_size)[None, :]
-    non_letters = xp.where(letters[None, :], 0.0, p)
-    non_letter_mass = xp.sum(non_letters, axis=1, keepdims=True)
-    target = xp.where(ends_word[:, None], non_letters / xp.maximum(non_letter_mass, 1e-30),
+    word_ends = ~letters & (classes != JOIN)
+    endings = xp.where(word_ends[None, :], p, 0.0)
+    ending_mass = xp.sum(endings, axis=1, keepdims=True)
+    target = xp.where(ends_word[:, None], endings / xp.maximum(ending_mass, 1e-30),
                       xp.where(ids == following[:, None], 1.0, 0.0))
-    usable = xp.where(ends_word, non_letter_mass[:, 0] > 0,
+    usable = xp.where(ends_word, ending_mass[:, 0] > 0,
                       xp.take_along_axis(allowed, xp.minimum(following, memory.vocab_size - 1)[:, None], axis=1)[:, 0])
     weight = xp.where(usable, weight, 0.0)[:, None]
     return (1 - weight) * p + weight * target

@@ -70,6 +70,12 @@ def sentence_words(text: str) -> list[int]:
     return [n for n in (len(words(s)) for s in SENTENCE_END.split(text)[:-1]) if n]
 
 
+def real(word: str, lexicon: set[str]) -> bool:
+    """A word of the lexicon, or its possessive ("McGonagall's")."""
+    word = word.lower()
+    return word in lexicon or word.endswith("'s") and word[:-2] in lexicon
+
+
 def capitalised_mid_sentence(text: str) -> tuple[list[str], int]:
     """(the capitalised words that open no sentence, all words); "I" is no name."""
     found, total = [], 0
@@ -139,7 +145,7 @@ def measure(texts: list[str], lexicon: set[str], starts: list[str] | None = None
     recalled = [any(w in set(words(t)) for w in names) for t, names in zip(texts, named) if names]
     return {"paragraph_breaks_per_1000_chars": round(paragraph_breaks_per_1000("".join(texts)), 2),
             "stories_with_a_paragraph_break": round(sum("\n" in t.strip() for t in texts) / len(texts), 3),
-            "real_word_rate": round(sum(w.lower() in lexicon for w in all_words) / max(len(all_words), 1), 4),
+            "real_word_rate": round(sum(real(w, lexicon) for w in all_words) / max(len(all_words), 1), 4),
             "repeated_4gram_share": round(sum(r for r, _ in repeats) / max(sum(n for _, n in repeats), 1), 4),
             "mean_sentence_words": round(sum(sentences) / max(len(sentences), 1), 1),
             "name_recall": round(sum(recalled) / len(recalled), 3) if recalled else None,

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from model import kernels
-from model.memory import LONGEST, LOWER, UPPER, Memory, MemoryConfig
+from model.memory import JOIN, LONGEST, LOWER, UPPER, Memory, MemoryConfig
 from model.vocab import Vocabulary
 from train import dataset
 
@@ -30,6 +30,7 @@ def events(model, vocab: Vocabulary, texts: list[str], window: int, names_only: 
 
     memory = Memory(MemoryConfig(weights=((0.0,) * (LONGEST + 1),) * 2, names_only=names_only), vocab.chars)
     letters = np.isin(memory.classes[:len(vocab)], (LOWER, UPPER))
+    word_ends = ~np.isin(memory.classes[:len(vocab)], (LOWER, UPPER, JOIN))
     lengths, p_true, v_true, words, chars = [], [], [], 0.0, 0
     for text in texts:
         text, _ = vocab.fit(text)
@@ -46,8 +47,8 @@ def events(model, vocab: Vocabulary, texts: list[str], window: int, names_only: 
                 probs = p[row]
                 true = probs[np.arange(len(targets)), targets]
                 ends_word = ~np.isin(memory.classes[following], (LOWER, UPPER))
-                non_letters = probs[:, ~letters].sum(axis=1)
-                v = np.where(ends_word, np.where(letters[targets], 0.0, true / np.maximum(non_letters, 1e-300)),
+                endings = probs[:, word_ends].sum(axis=1)
+                v = np.where(ends_word, np.where(word_ends[targets], true / np.maximum(endings, 1e-300), 0.0),
                              (following == targets).astype(np.float64))
                 lengths.append(spoken), p_true.append(true), v_true.append(v)
         chars += y.size
