@@ -185,6 +185,9 @@ def add_story(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None, help="same seed, same story")
+    p.add_argument("--cast", nargs="*", default=None, metavar="ENTRY",
+                   help="names, places and things the tale's memory holds (default: a new server's wizarding "
+                        "cast, model/cast.txt; --cast alone: none)")
     p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
 
 
@@ -197,12 +200,16 @@ def cmd_story(args) -> int:
     import asyncio
 
     from model.client import StoryGenerator
-    from model.generator import GeneratorConfig, StoryRequest, word_filter
+    from model.generator import GeneratorConfig, StoryRequest, usable_cast, word_filter
+    from model.memory import default_cast
 
     async def tell() -> None:
         model = Path(args.model or default_model())
         generator = StoryGenerator(GeneratorConfig(model=model, max_length=max(args.length, 2000)), notice)
-        request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p)
+        # The default cast as far as this model can write it, as the bot sends it; one typed here is checked.
+        cast = usable_cast(default_cast(), generator.vocab) if args.cast is None else tuple(args.cast)
+        request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p,
+                               cast=cast)
         request = request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
         await generator.start()
         try:

@@ -41,7 +41,8 @@ def test_an_installed_package_carries_its_data_files(tmp_path):
     import zipfile
 
     names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
-    assert "model/blocklist.txt" in names and "model/words.txt" in names and "cli.py" in names and "bot/cogs/together.py" in names
+    assert {"model/blocklist.txt", "model/words.txt", "model/cast.txt", "cli.py", "bot/cogs/cast.py"} <= names
+    assert any(name.endswith("share/quill/models/default/memory.json") for name in names)  # the memory ships
 
 
 def test_the_runtime_never_imports_training_code():
