@@ -908,3 +908,23 @@ def test_console_keeps_a_cast(remembering_bundle, tmp_path):
     assert "Luna Dark" in first and "Peeves" in first  # before the remove
     assert "Luna Dark" not in second and "The cast is the wizarding one again" in out
     assert "Traceback" not in out + stderr
+
+
+async def test_writing_together_keeps_the_cast_the_tale_was_opened_with(bot):
+    from model.generator import StoryRequest
+
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0, together_length=120)
+    await bot.casts.add(guild, "Ron Snape")
+    opener = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=1), start="Harry looked",
+                       together=True, seed=4)
+    opening = opener.channel.create_thread.return_value.send.call_args.kwargs
+    tale = await bot.gallery.get(guild, tale_id_of(opening["view"]))
+    assert "Ron Snape" in tale.cast_entries
+    await bot.casts.reset(guild)  # the server's cast changes; the tale's does not
+    _, reply = await bot.together.add_line(make_interaction(bot, guild_id=guild, user_id=2), tale.id, "Ron ran.")
+    settings = await bot.guild_settings.get(guild)
+    context = bot.generator.vocab.normalisation.from_reading(tale.text)
+    again = await bot.generator.generate(StoryRequest("\nRon ran.", 120, settings.temperature, reply.seed,
+                                                      context=context, cast=tale.cast_entries))
+    assert again.written == reply.text
