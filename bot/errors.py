@@ -18,6 +18,16 @@ class MemberError(Exception):
     """A refusal whose message is meant for the member (cooldown, wrong channel, not the author)."""
 
 
+def require_manage_server(interaction: discord.Interaction) -> None:
+    # Checked in the command too, not only by Discord's default permissions, which admins can override.
+    if not interaction.permissions.manage_guild:
+        raise app_commands.MissingPermissions(["manage_guild"])
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
 class CooldownActive(MemberError):
     def __init__(self, seconds: float):
         super().__init__(f"Easy there! You can ask for another story in {math.ceil(seconds)} s.")  # never "0 s"

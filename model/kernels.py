@@ -350,15 +350,23 @@ def prime(ids, lengths, logits, state, table, weights, biases, layout):
         step(ids[:rows, t].copy(), logits[:rows], state[:rows], table, weights, biases, layout)
 
 
-@njit(error_model="numpy", inline="always", cache=True)
-def _sample(b, logits, uniform, temperature, top_k, top_p, p, paragraph_id, history, matches, length, run_start,
-            initials, classes, weights, names_only, name_weight, share):
-    row_distribution(logits, temperature, top_k, top_p, p, paragraph_id)
-    if history.shape[1]:  # the memory is on
+@njit(error_model="numpy", cache=True)
+def _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory):
+    """Row b's character t: drawn from its logits (and its memory, where `history` has columns),
+    then fed to the memory. (Not inlined: inlined into the prange loop, numba 0.6x mis-compiled its
+    writes, and the engines' agreement test caught it.)"""
+    history, matches, length, run_start, initials, classes, weights, names_only, name_weight, share, separator = memory
+    p = scratch[b]
+    row_distribution(logits[b], temperature[b], top_k[b], top_p[b], p, paragraph_id)
+    remember = history.shape[1] > 0
+    if remember:
         following, weight, name_start = predict_row(history[b], matches[b], length[b], run_start[b], classes,
                                                     weights, names_only, name_weight)
-        mix_row(p, logits, following, weight, name_start, initials[b], classes, share)
-    return draw_row(p, uniform)
+        mix_row(p, logits[b], following, weight, name_start, initials[b], classes, share)
+    ids[t, b] = draw_row(p, uniforms[b, t])
+    if remember:
+        length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b], classes,
+                                           separator)
 
 
 @njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
@@ -371,24 +379,15 @@ def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, h
     rows, steps = uniforms.shape
     ids = np.empty((steps, rows), np.int64)
     scratch = np.empty(logits.shape, np.float64)
-    remember = history.shape[1] > 0
+    memory = (history, matches, length, run_start, initials, classes, weights, names_only, name_weight, share,
+              separator)
     for t in range(steps):
         if rows >= PARALLEL_ROWS:
             for b in prange(rows):
-                ids[t, b] = _sample(b, logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
-                                    paragraph_id, history, matches, length, run_start, initials, classes, weights,
-                                    names_only, name_weight, share)
-                if remember:
-                    length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b],
-                                                       classes, separator)
+                _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory)
         else:
             for b in range(rows):
-                ids[t, b] = _sample(b, logits[b], uniforms[b, t], temperature[b], top_k[b], top_p[b], scratch[b],
-                                    paragraph_id, history, matches, length, run_start, initials, classes, weights,
-                                    names_only, name_weight, share)
-                if remember:
-                    length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b],
-                                                       classes, separator)
+                _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory)
         step(ids[t], logits, state, table, network_weights, biases, layout)
     return ids.T.copy()
 

@@ -29,7 +29,6 @@ def events(model, vocab: Vocabulary, texts: list[str], window: int, names_only: 
     import keras
 
     memory = Memory(MemoryConfig(weights=((0.0,) * (LONGEST + 1),) * 2, names_only=names_only), vocab.chars)
-    letters = np.isin(memory.classes[:len(vocab)], (LOWER, UPPER))
     word_ends = ~np.isin(memory.classes[:len(vocab)], (LOWER, UPPER, JOIN))
     lengths, p_true, v_true, words, chars = [], [], [], 0.0, 0
     for text in texts:

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import NO_MENTIONS, MemberError
+from bot.errors import MemberError, reply_privately, require_manage_server
 from model.generator import InvalidRequest, checked_cast_entry
 from model.memory import ENTRY_CHARS, MAX_CAST
 
@@ -18,15 +18,6 @@ class CastCog(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-
-    @staticmethod
-    def _require_manage_server(interaction: discord.Interaction) -> None:
-        # Checked here, not only by Discord's default permissions, which admins can override.
-        if not interaction.permissions.manage_guild:
-            raise app_commands.MissingPermissions(["manage_guild"])
-
-    async def _reply(self, interaction: discord.Interaction, message: str) -> None:
-        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
     async def checked(self, guild_id: int, entry: str) -> str:
         """An entry as the cast holds it (normalised the model's way), or a refusal saying why."""
@@ -39,36 +30,36 @@ class CastCog(commands.Cog):
     @cast.command(name="add", description="Add a name, place or thing to this server's stories")
     @app_commands.describe(entry="Like Luna Lovegood, the Room of Requirement or Buckbeak")
     async def add(self, interaction: discord.Interaction, entry: app_commands.Range[str, 1, ENTRY_CHARS]):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         entry = await self.checked(interaction.guild_id, entry)
         try:
             added = await self.bot.casts.add(interaction.guild_id, entry)
         except ValueError as e:
             raise MemberError(f"{e}.") from None
-        await self._reply(interaction, f"Added to the cast: **{discord.utils.escape_markdown(entry)}**." if added
+        await reply_privately(interaction, f"Added to the cast: **{discord.utils.escape_markdown(entry)}**." if added
                           else f"**{discord.utils.escape_markdown(entry)}** is in the cast already.")
 
     @cast.command(name="remove", description="Take an entry out of this server's cast")
     @app_commands.describe(entry="An entry from /cast list")
     async def remove(self, interaction: discord.Interaction, entry: app_commands.Range[str, 1, ENTRY_CHARS]):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         shown = discord.utils.escape_markdown(" ".join(entry.split()))
         removed = await self.bot.casts.remove(interaction.guild_id, " ".join(entry.split()))
-        await self._reply(interaction, f"Taken out of the cast: **{shown}**." if removed
+        await reply_privately(interaction, f"Taken out of the cast: **{shown}**." if removed
                           else f"**{shown}** is not in this server's cast (see /cast list).")
 
     @cast.command(name="list", description="This server's cast")
     async def list(self, interaction: discord.Interaction):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         entries = await self.bot.casts.entries(interaction.guild_id)
         shown = ", ".join(discord.utils.escape_markdown(e) for e in entries) if entries else "nobody yet"
-        await self._reply(interaction, f"This server's cast ({len(entries)} of at most {MAX_CAST}): {shown}."[:2000])
+        await reply_privately(interaction, f"This server's cast ({len(entries)} of at most {MAX_CAST}): {shown}."[:2000])
 
     @cast.command(name="reset", description="Back to the wizarding cast a new server starts with")
     async def reset(self, interaction: discord.Interaction):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         await self.bot.casts.reset(interaction.guild_id)
-        await self._reply(interaction, "The cast is the wizarding one again (see /cast list).")
+        await reply_privately(interaction, "The cast is the wizarding one again (see /cast list).")
 
 
 async def setup(bot) -> None:

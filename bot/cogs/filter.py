@@ -6,7 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.errors import NO_MENTIONS, MemberError
+from bot.errors import MemberError, reply_privately, require_manage_server
 from model.safety import clean_word
 
 
@@ -25,42 +25,33 @@ class FilterCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
 
-    @staticmethod
-    def _require_manage_server(interaction: discord.Interaction) -> None:
-        # Checked here, not only by Discord's default permissions, which admins can override.
-        if not interaction.permissions.manage_guild:
-            raise app_commands.MissingPermissions(["manage_guild"])
-
-    async def _reply(self, interaction: discord.Interaction, message: str) -> None:
-        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
-
     @words.command(name="add", description="Keep a word out of this server's tales and starts")
     @app_commands.describe(word="One word, plain spelling (look-alike spellings are caught too)")
     async def add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         word = checked(word)
         try:
             added = await self.bot.word_lists.add(interaction.guild_id, word)
         except ValueError as e:
             raise MemberError(f"{e}.") from None
-        await self._reply(interaction, f"Blocked on this server: ||{word}||." if added
+        await reply_privately(interaction, f"Blocked on this server: ||{word}||." if added
                           else f"||{word}|| was already blocked on this server.")
 
     @words.command(name="remove", description="Allow a word this server blocked")
     @app_commands.describe(word="A word from /filter list")
     async def remove(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         word = checked(word)  # as /filter add wrote it
         removed = await self.bot.word_lists.remove(interaction.guild_id, word)
-        await self._reply(interaction, f"Allowed again: ||{word}||." if removed
+        await reply_privately(interaction, f"Allowed again: ||{word}||." if removed
                           else f"||{word}|| is not on this server's list (the shipped list cannot be changed).")
 
     @words.command(name="list", description="The words this server blocks")
     async def list(self, interaction: discord.Interaction):
-        self._require_manage_server(interaction)
+        require_manage_server(interaction)
         words = await self.bot.word_lists.words(interaction.guild_id)
         shown = ", ".join(f"||{w}||" for w in words) if words else "none yet"
-        await self._reply(interaction, f"This server blocks: {shown}. A shipped list of slurs is always blocked too.")
+        await reply_privately(interaction, f"This server blocks: {shown}. A shipped list of slurs is always blocked too.")
 
 
 async def setup(bot) -> None:

@@ -6,7 +6,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.db import GuildSettings
-from bot.errors import NO_MENTIONS
+from bot.errors import NO_MENTIONS, require_manage_server
 from bot.limits import COOLDOWN_SECONDS, MAX_CHAPTERS, REPORT_THRESHOLD, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH
 
 
@@ -33,9 +33,7 @@ class SettingsCog(commands.Cog):
             current = await store.get(interaction.guild_id)
             message = f"This server's temperature is **{current.temperature:g}**."
         else:
-            # Checked here, not only by Discord's default permissions, which admins can override.
-            if not interaction.permissions.manage_guild:
-                raise app_commands.MissingPermissions(["manage_guild"])
+            require_manage_server(interaction)
             updated = await store.update(interaction.guild_id, temperature=round(float(value), 2))
             message = f"Temperature set to **{updated.temperature:g}**."
         await interaction.response.send_message(message, allowed_mentions=NO_MENTIONS)
