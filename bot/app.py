@@ -43,8 +43,10 @@ class QuillBot(commands.AutoShardedBot):
         logging.getLogger("discord.client").addFilter(_NoVoiceNotice())
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no message content
+        # QUILL_SHARD_COUNT/QUILL_SHARDS split the shards across processes; unset, this one runs them all.
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=QuillTree,
-                         allowed_mentions=NO_MENTIONS, help_command=None)
+                         allowed_mentions=NO_MENTIONS, help_command=None, shard_count=settings.shard_count,
+                         shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None)
         self.settings, self.force_sync, self.on_notice = settings, force_sync, on_notice
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
@@ -79,17 +81,23 @@ class QuillBot(commands.AutoShardedBot):
     async def sync_commands(self, force: bool = False) -> bool:
         """Send the command tree to Discord only when it changed since the last sync (its hash is
         kept in the database) or when forced (`quill sync`): bots that sync on every start get
-        rate-limited. With DEV_GUILD_ID the commands go to that server only, where they appear at once."""
+        rate-limited. Of several processes starting on one database, the one that records the new
+        hash syncs. With DEV_GUILD_ID the commands go to that server only, where they appear at once."""
         guild = discord.Object(self.settings.dev_guild_id) if self.settings.dev_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
         key = f"command_tree:{guild.id if guild else 'global'}"
         digest = command_tree_hash(self.tree, guild)
-        if not force and await self.db.get_meta(key) == digest:
-            log.info("slash commands unchanged since the last sync; not syncing")
+        if force:
+            await self.db.set_meta(key, digest)
+        elif not await self.db.claim_meta(key, digest):
+            log.info("slash commands unchanged since the last sync (or another process syncs them); not syncing")
             return False
-        await self.tree.sync(guild=guild)
-        await self.db.set_meta(key, digest)
+        try:
+            await self.tree.sync(guild=guild)
+        except BaseException:
+            await self.db.set_meta(key, "")  # not synced: the next start tries again
+            raise
         log.info("slash commands synced (%s)", f"server {guild.id}" if guild else "global")
         return True
 

@@ -2,16 +2,11 @@
 every write is one transaction; every tale query filters by guild."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
-import aiosqlite
-
+from bot.backends import DatabaseError, IntegrityError, connect  # noqa: F401 (the stores' errors, named here)
 from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, STORY_LENGTH,
                         TEMPERATURE, TOGETHER_LENGTH)
 from model.memory import MAX_CAST, default_cast
@@ -103,80 +98,38 @@ MIGRATIONS = [
 
 
 
-class DatabaseError(ValueError):
-    """The database file cannot be opened or migrated; the message names it."""
-
-
 class Database:
-    def __init__(self, conn: aiosqlite.Connection):
-        self.conn = conn
-        self._lock = asyncio.Lock()  # one connection: one transaction at a time
+    """The tales, settings, word lists and casts of every server, in SQLite or PostgreSQL
+    (bot/backends.py), migrated to the schema above on opening."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.kind = backend.kind
+        self.fetchone, self.fetchall, self.write = backend.fetchone, backend.fetchall, backend.write
 
     @classmethod
-    async def open(cls, path) -> "Database":
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return await cls._open(path)
-        except (OSError, sqlite3.Error) as e:
-            raise DatabaseError(f"cannot open the database {path}: {e}") from None
-
-    @classmethod
-    async def _open(cls, path) -> "Database":
-        conn = await aiosqlite.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
-        try:
-            conn.row_factory = aiosqlite.Row
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=FULL")  # a confirmed tale survives a crash
-            await conn.execute("PRAGMA foreign_keys=ON")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            db = cls(conn)
-            await db.migrate()
-            return db
-        except BaseException:
-            await conn.close()  # its worker thread would keep the program alive
-            raise
+    async def open(cls, location) -> "Database":
+        """A file path, or a postgresql:// URL (QUILL_DATABASE)."""
+        return cls(await connect(location, MIGRATIONS))
 
     async def close(self) -> None:
-        await self.conn.close()
-
-    @contextlib.asynccontextmanager
-    async def transaction(self):
-        async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
-
-    async def migrate(self) -> int:
-        await self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        async with self.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
-            current = (await cur.fetchone())[0] or 0
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            # Each script runs whole (triggers hold semicolons), in one transaction with its version.
-            async with self._lock:
-                try:
-                    await self.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
-                                                  f"INSERT INTO schema_version (version) VALUES ({version});\n"
-                                                  f"COMMIT;")
-                except BaseException:
-                    if self.conn.in_transaction:
-                        await self.conn.execute("ROLLBACK")
-                    raise
-        return len(MIGRATIONS)
+        await self.backend.close()
 
     async def get_meta(self, key: str) -> str | None:
         """A value the bot keeps about itself (the synced command tree's hash)."""
-        async with self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row else None
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", key)
+        return row["value"] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self.transaction() as conn:
-            await conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+        await self.write(lambda tx: tx.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", key, value))
+
+    async def claim_meta(self, key: str, value: str) -> bool:
+        """Set the value unless it is already set so; True for the one caller, of any number of
+        processes, that changed it (the process that syncs the command tree)."""
+        return await self.write(lambda tx: tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+            "WHERE meta.value <> excluded.value", key, value)) == 1
 
 
 @dataclass(frozen=True)
@@ -199,20 +152,20 @@ class GuildSettingsStore:
         self.db = db
 
     async def get(self, guild_id: int) -> GuildSettings:
-        async with self.db.conn.execute(
-                f"SELECT {', '.join(self.COLUMNS)} FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cur:
-            row = await cur.fetchone()
-        return GuildSettings(guild_id, *row) if row else GuildSettings(guild_id)
+        row = await self.db.fetchone(f"SELECT {', '.join(self.COLUMNS)} FROM guild_settings WHERE guild_id = ?",
+                                     guild_id)
+        return GuildSettings(guild_id, **row) if row else GuildSettings(guild_id)
 
     async def update(self, guild_id: int, **changes) -> GuildSettings:
         unknown = set(changes) - set(self.COLUMNS)
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        async with self.db.transaction() as conn:
-            await conn.execute("INSERT OR IGNORE INTO guild_settings (guild_id) VALUES (?)", (guild_id,))
+
+        async def change(tx):
+            await tx.execute("INSERT INTO guild_settings (guild_id) VALUES (?) ON CONFLICT DO NOTHING", guild_id)
             for column, value in changes.items():  # column names come from COLUMNS, values are bound
-                await conn.execute(f"UPDATE guild_settings SET {column} = ? WHERE guild_id = ?",
-                                   (value, guild_id))
+                await tx.execute(f"UPDATE guild_settings SET {column} = ? WHERE guild_id = ?", value, guild_id)
+        await self.db.write(change)
         return await self.get(guild_id)
 
 
@@ -288,110 +241,113 @@ class GalleryStore:
                   text: str, temperature: float, seed: int, model: str, card_hash: str, together: bool = False,
                   length: int = 0, cast_entries: tuple[str, ...] = ()) -> Tale:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        async with self.db.transaction() as conn:
-            cur = await conn.execute(
+
+        async def insert(tx):
+            row = await tx.fetchone(
                 "INSERT INTO tales (guild_id, channel_id, author_id, author_name, start, text, temperature, "
                 "seed, model, card_hash, created_at, together, length, cast_entries) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
-                 card_hash, created, int(together), length, json.dumps(list(cast_entries))))
-            tale_id = cur.lastrowid
-        return await self.get(guild_id, tale_id)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                guild_id, channel_id, author_id, author_name, start, text, temperature, seed, model,
+                card_hash, created, int(together), length, json.dumps(list(cast_entries)))
+            return row["id"]
+        return await self.get(guild_id, await self.db.write(insert))
 
     async def get(self, guild_id: int, tale_id: int) -> Tale:
-        async with self.db.conn.execute(f"SELECT {TALE_COLUMNS} FROM tales WHERE guild_id = ? AND id = ?",
-                                        (guild_id, tale_id)) as cur:
-            row = await cur.fetchone()
+        row = await self.db.fetchone(f"SELECT {TALE_COLUMNS} FROM tales WHERE guild_id = ? AND id = ?",
+                                     guild_id, tale_id)
         if row is None:
             raise TaleNotFound(tale_id)
-        return Tale(**{k: row[k] for k in row.keys()})
+        return Tale(**row)
+
+    async def _update(self, guild_id: int, tale_id: int, sql: str) -> Tale:
+        """One UPDATE of one tale of this server (`sql` ends with its WHERE clause's placeholders)."""
+        async def update(tx):
+            if await tx.execute(sql, guild_id, tale_id) == 0:
+                raise TaleNotFound(tale_id)
+        await self.db.write(update)
+        return await self.get(guild_id, tale_id)
 
     async def save_to_gallery(self, guild_id: int, tale_id: int) -> Tale:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("UPDATE tales SET in_gallery = 1 WHERE guild_id = ? AND id = ?",
-                                     (guild_id, tale_id))
-            if cur.rowcount == 0:
-                raise TaleNotFound(tale_id)
-        return await self.get(guild_id, tale_id)
+        return await self._update(guild_id, tale_id, "UPDATE tales SET in_gallery = 1 WHERE guild_id = ? AND id = ?")
+
+    @staticmethod
+    async def _require(tx, guild_id: int, tale_id: int) -> None:
+        if await tx.fetchone("SELECT 1 FROM tales WHERE guild_id = ? AND id = ?", guild_id, tale_id) is None:
+            raise TaleNotFound(tale_id)
 
     async def toggle_vote(self, guild_id: int, tale_id: int, user_id: int) -> tuple[Tale, bool]:
         """One vote per member: a second press takes it back. Returns the tale and whether it is voted now."""
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT 1 FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id)) as c:
-                if await c.fetchone() is None:
-                    raise TaleNotFound(tale_id)
-            cur = await conn.execute("DELETE FROM votes WHERE tale_id = ? AND user_id = ?", (tale_id, user_id))
-            voted = cur.rowcount == 0
+        async def toggle(tx):
+            await self._require(tx, guild_id, tale_id)
+            voted = await tx.execute("DELETE FROM votes WHERE tale_id = ? AND user_id = ?", tale_id, user_id) == 0
             if voted:
-                await conn.execute("INSERT INTO votes (tale_id, user_id) VALUES (?, ?)", (tale_id, user_id))
-            await conn.execute("UPDATE tales SET votes = (SELECT COUNT(*) FROM votes WHERE tale_id = ?) "
-                               "WHERE id = ?", (tale_id, tale_id))
+                await tx.execute("INSERT INTO votes (tale_id, user_id) VALUES (?, ?)", tale_id, user_id)
+            await tx.execute("UPDATE tales SET votes = (SELECT COUNT(*) FROM votes WHERE tale_id = ?) "
+                             "WHERE id = ?", tale_id, tale_id)
+            return voted
+        voted = await self.db.write(toggle)
         return await self.get(guild_id, tale_id), voted
 
     async def remove(self, guild_id: int, tale_id: int) -> None:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("DELETE FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
-            if cur.rowcount == 0:
+        async def remove(tx):
+            if await tx.execute("DELETE FROM tales WHERE guild_id = ? AND id = ?", guild_id, tale_id) == 0:
                 raise TaleNotFound(tale_id)
+        await self.db.write(remove)
 
     async def add_chapters(self, guild_id: int, tale_id: int, parts: list[tuple[str, int, str, str, int]],
                            limit: int) -> list[Chapter]:
         """The next parts (kind, author id, author name, text, seed) in one transaction, stored as soon
         as they are written; ChapterLimit past `limit` parts, and nothing is added to a finished tale."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1, finished "
-                                    "FROM tales WHERE guild_id = ? AND id = ?", (tale_id, guild_id, tale_id)) as cur:
-                row = await cur.fetchone()
+
+        async def add(tx):
+            row = await tx.fetchone("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1 AS told, finished "
+                                    "FROM tales WHERE guild_id = ? AND id = ?", tale_id, guild_id, tale_id)
             if row is None:
                 raise TaleNotFound(tale_id)
-            if row[1]:
+            if row["finished"]:
                 raise TaleFinished(tale_id)
-            if row[0] + len(parts) > limit:
+            if row["told"] + len(parts) > limit:
                 raise ChapterLimit(limit)
-            added = [Chapter(tale_id, row[0] + 1 + i, *part, created) for i, part in enumerate(parts)]
+            added = [Chapter(tale_id, row["told"] + 1 + i, *part, created) for i, part in enumerate(parts)]
             for c in added:
-                await conn.execute("INSERT INTO chapters (tale_id, number, kind, author_id, author_name, text, seed, "
-                                   "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                   (c.tale_id, c.number, c.kind, c.author_id, c.author_name, c.text, c.seed,
-                                    c.created_at))
-        return added
+                await tx.execute("INSERT INTO chapters (tale_id, number, kind, author_id, author_name, text, seed, "
+                                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 c.tale_id, c.number, c.kind, c.author_id, c.author_name, c.text, c.seed,
+                                 c.created_at)
+            return added
+        return await self.db.write(add)
 
     async def finish(self, guild_id: int, tale_id: int) -> Tale:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("UPDATE tales SET finished = 1 WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
-            if cur.rowcount == 0:
-                raise TaleNotFound(tale_id)
-        return await self.get(guild_id, tale_id)
+        return await self._update(guild_id, tale_id, "UPDATE tales SET finished = 1 WHERE guild_id = ? AND id = ?")
 
     async def chapters(self, guild_id: int, tale_id: int) -> list[Chapter]:
         """Chapters 2 onwards, in order (chapter 1 is the tale's own text)."""
-        async with self.db.conn.execute(
-                "SELECT c.* FROM chapters c JOIN tales t ON t.id = c.tale_id WHERE t.guild_id = ? AND c.tale_id = ? "
-                "ORDER BY c.number", (guild_id, tale_id)) as cur:
-            rows = await cur.fetchall()
-        return [Chapter(**{k: r[k] for k in r.keys()}) for r in rows]
+        rows = await self.db.fetchall(
+            "SELECT c.* FROM chapters c JOIN tales t ON t.id = c.tale_id WHERE t.guild_id = ? AND c.tale_id = ? "
+            "ORDER BY c.number", guild_id, tale_id)
+        return [Chapter(**r) for r in rows]
 
     async def report(self, guild_id: int, tale_id: int, user_id: int, threshold: int) -> tuple[Tale, bool]:
         """One report per member: the tale is hidden once `threshold` members reported it.
         Returns the tale and whether this report is new."""
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT 1 FROM tales WHERE guild_id = ? AND id = ?", (guild_id, tale_id)) as c:
-                if await c.fetchone() is None:
-                    raise TaleNotFound(tale_id)
-            cur = await conn.execute("INSERT OR IGNORE INTO reports (tale_id, user_id) VALUES (?, ?)",
-                                     (tale_id, user_id))
-            await conn.execute("UPDATE tales SET hidden = 1 WHERE id = ? AND "
-                               "(SELECT COUNT(*) FROM reports WHERE tale_id = ?) >= ?", (tale_id, tale_id, threshold))
-        return await self.get(guild_id, tale_id), cur.rowcount == 1
+        async def report(tx):
+            await self._require(tx, guild_id, tale_id)
+            new = await tx.execute("INSERT INTO reports (tale_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                   tale_id, user_id) == 1
+            await tx.execute("UPDATE tales SET hidden = 1 WHERE id = ? AND "
+                             "(SELECT COUNT(*) FROM reports WHERE tale_id = ?) >= ?", tale_id, tale_id, threshold)
+            return new
+        new = await self.db.write(report)
+        return await self.get(guild_id, tale_id), new
 
     async def restore(self, guild_id: int, tale_id: int) -> Tale:
         """A moderator's verdict: the tale is fine; its reports are cleared."""
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("UPDATE tales SET hidden = 0 WHERE guild_id = ? AND id = ?", (guild_id, tale_id))
-            if cur.rowcount == 0:
+        async def restore(tx):
+            if await tx.execute("UPDATE tales SET hidden = 0 WHERE guild_id = ? AND id = ?", guild_id, tale_id) == 0:
                 raise TaleNotFound(tale_id)
-            await conn.execute("DELETE FROM reports WHERE tale_id = ?", (tale_id,))
+            await tx.execute("DELETE FROM reports WHERE tale_id = ?", tale_id)
+        await self.db.write(restore)
         return await self.get(guild_id, tale_id)
 
     async def page(self, guild_id: int, page: int, sort: str = "top",
@@ -405,14 +361,12 @@ class GalleryStore:
         if author_id is not None:
             where += " AND author_id = ?"
             args.append(author_id)
-        async with self.db.conn.execute(f"SELECT COUNT(*) FROM tales WHERE {where}", args) as cur:
-            total = (await cur.fetchone())[0]
+        total = (await self.db.fetchone(f"SELECT COUNT(*) AS n FROM tales WHERE {where}", *args))["n"]
         pages = max(1, -(-total // self.PAGE_SIZE))
-        async with self.db.conn.execute(
-                f"SELECT {TALE_COLUMNS} FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
-                [*args, self.PAGE_SIZE, page * self.PAGE_SIZE]) as cur:
-            rows = await cur.fetchall()
-        return [Tale(**{k: r[k] for k in r.keys()}) for r in rows], pages
+        rows = await self.db.fetchall(
+            f"SELECT {TALE_COLUMNS} FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
+            *args, self.PAGE_SIZE, page * self.PAGE_SIZE)
+        return [Tale(**r) for r in rows], pages
 
 
 class WordListStore:
@@ -422,24 +376,22 @@ class WordListStore:
         self.db = db
 
     async def words(self, guild_id: int) -> tuple[str, ...]:
-        async with self.db.conn.execute("SELECT word FROM blocked_words WHERE guild_id = ? ORDER BY word",
-                                        (guild_id,)) as cur:
-            return tuple(row[0] for row in await cur.fetchall())
+        rows = await self.db.fetchall("SELECT word FROM blocked_words WHERE guild_id = ? ORDER BY word", guild_id)
+        return tuple(row["word"] for row in rows)
 
     async def add(self, guild_id: int, word: str) -> bool:
         """Whether the word is new; ValueError when the server's list is full."""
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT COUNT(*) FROM blocked_words WHERE guild_id = ?", (guild_id,)) as cur:
-                if (await cur.fetchone())[0] >= MAX_SERVER_WORDS:
-                    raise ValueError(f"this server's list is full ({MAX_SERVER_WORDS} words)")
-            cur = await conn.execute("INSERT OR IGNORE INTO blocked_words (guild_id, word) VALUES (?, ?)",
-                                     (guild_id, word))
-            return cur.rowcount == 1
+        async def add(tx):
+            count = await tx.fetchone("SELECT COUNT(*) AS n FROM blocked_words WHERE guild_id = ?", guild_id)
+            if count["n"] >= MAX_SERVER_WORDS:
+                raise ValueError(f"this server's list is full ({MAX_SERVER_WORDS} words)")
+            return await tx.execute("INSERT INTO blocked_words (guild_id, word) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                    guild_id, word) == 1
+        return await self.db.write(add)
 
     async def remove(self, guild_id: int, word: str) -> bool:
-        async with self.db.transaction() as conn:
-            cur = await conn.execute("DELETE FROM blocked_words WHERE guild_id = ? AND word = ?", (guild_id, word))
-            return cur.rowcount == 1
+        return await self.db.write(lambda tx: tx.execute(
+            "DELETE FROM blocked_words WHERE guild_id = ? AND word = ?", guild_id, word)) == 1
 
 
 class CastStore:
@@ -450,22 +402,21 @@ class CastStore:
         self.db = db
 
     async def entries(self, guild_id: int) -> tuple[str, ...]:
-        async with self.db.conn.execute("SELECT entries FROM casts WHERE guild_id = ?", (guild_id,)) as cur:
-            row = await cur.fetchone()
-        return tuple(json.loads(row[0])) if row else default_cast()
+        row = await self.db.fetchone("SELECT entries FROM casts WHERE guild_id = ?", guild_id)
+        return tuple(json.loads(row["entries"])) if row else default_cast()
 
     async def _change(self, guild_id: int, change) -> bool:
         """Apply `change(entries) -> new entries or None (no change)` in one transaction."""
-        async with self.db.transaction() as conn:
-            async with conn.execute("SELECT entries FROM casts WHERE guild_id = ?", (guild_id,)) as cur:
-                row = await cur.fetchone()
-            new = change(tuple(json.loads(row[0])) if row else default_cast())
+        async def apply(tx):
+            row = await tx.fetchone("SELECT entries FROM casts WHERE guild_id = ?", guild_id)
+            new = change(tuple(json.loads(row["entries"])) if row else default_cast())
             if new is None:
                 return False
-            await conn.execute("INSERT INTO casts (guild_id, entries) VALUES (?, ?) "
-                               "ON CONFLICT (guild_id) DO UPDATE SET entries = excluded.entries",
-                               (guild_id, json.dumps(list(new))))
+            await tx.execute("INSERT INTO casts (guild_id, entries) VALUES (?, ?) "
+                             "ON CONFLICT (guild_id) DO UPDATE SET entries = excluded.entries",
+                             guild_id, json.dumps(list(new)))
             return True
+        return await self.db.write(apply)
 
     async def add(self, guild_id: int, entry: str) -> bool:
         """Whether the entry is new (entries differing only in case are one); ValueError when full."""
@@ -485,5 +436,4 @@ class CastStore:
 
     async def reset(self, guild_id: int) -> None:
         """Back to the default cast."""
-        async with self.db.transaction() as conn:
-            await conn.execute("DELETE FROM casts WHERE guild_id = ?", (guild_id,))
+        await self.db.write(lambda tx: tx.execute("DELETE FROM casts WHERE guild_id = ?", guild_id))

@@ -23,17 +23,30 @@ class SettingsError(ValueError):
     pass
 
 
+def _shard_range(part: str) -> range:
+    """"3" or "0-3" (inclusive)."""
+    low, _, high = part.strip().partition("-")
+    low = int(low)
+    high = int(high) if high else low
+    if low < 0 or high < low:
+        raise ValueError(part)
+    return range(low, high + 1)
+
+
 @dataclass(frozen=True)
 class Settings:
     discord_token: str | None = None
     dev_guild_id: int | None = None
-    database: Path = Path("quill.db")
+    database: str = "quill.db"  # a SQLite file, or a postgresql:// URL for bots of several processes
     model: Path = shipped_model()
     queue_size: int = GeneratorConfig.queue_size  # the generator's own defaults, not copies
     max_batch: int = GeneratorConfig.max_batch
     story_timeout: float = GeneratorConfig.timeout
     log_level: str = "INFO"
     engine: str = GeneratorConfig.engine
+    shard_count: int | None = None  # None: as Discord recommends, all in this process
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
+    metrics_port: int | None = None  # /metrics and /healthz; None: not served
 
     @classmethod
     def from_env(cls, env=None, dotenv: bool = True) -> "Settings":
@@ -59,17 +72,39 @@ class Settings:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)} (got {raw!r})")
             return raw
 
+        def shards() -> tuple[int, ...] | None:
+            raw = env.get("QUILL_SHARDS", "").strip()
+            if not raw:
+                return None
+            if shard_count is None:
+                raise SettingsError("QUILL_SHARDS needs QUILL_SHARD_COUNT (how many shards the whole bot has)")
+            try:
+                ids = sorted({i for part in raw.split(",") for i in _shard_range(part)})
+            except ValueError:
+                raise SettingsError(f"QUILL_SHARDS must be shard numbers such as 0,1 or 0-3 (got {raw!r})") from None
+            if not ids or ids[-1] >= shard_count:
+                raise SettingsError(f"QUILL_SHARDS must be numbers from 0 to {shard_count - 1} "
+                                    f"(QUILL_SHARD_COUNT is {shard_count}; got {raw!r})")
+            return tuple(ids)
+
         d = cls()
+        shard_count = number("QUILL_SHARD_COUNT", int, None)
+        metrics_port = number("QUILL_METRICS_PORT", int, None)
+        if metrics_port is not None and metrics_port > 65535:
+            raise SettingsError(f"QUILL_METRICS_PORT must be a port number, 1 to 65535 (got {metrics_port})")
         return cls(
             discord_token=env.get("DISCORD_TOKEN", "").strip() or None,
             dev_guild_id=number("DEV_GUILD_ID", int, None),
-            database=Path(env.get("QUILL_DATABASE", "").strip() or d.database),
+            database=env.get("QUILL_DATABASE", "").strip() or d.database,
             model=Path(env.get("QUILL_MODEL", "").strip() or d.model),
             queue_size=number("QUILL_QUEUE_SIZE", int, d.queue_size),
             max_batch=number("QUILL_MAX_BATCH", int, d.max_batch),
             story_timeout=number("QUILL_STORY_TIMEOUT", float, d.story_timeout),
             log_level=env.get("QUILL_LOG_LEVEL", "").strip().upper() or d.log_level,
             engine=choice("QUILL_ENGINE", ("auto", "cpu", "device"), d.engine),
+            shard_count=shard_count,
+            shard_ids=shards(),
+            metrics_port=metrics_port,
         )
 
     def generator_config(self) -> GeneratorConfig:

@@ -89,3 +89,25 @@ def weedy_bundle(tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp("bundles") / "weedy"
     train([folder], out, replace(tiny_config, epochs=4), name="weedy", log=lambda *a: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the whole run (bot/local_postgres.py); each test that
+    needs one takes a fresh database from it. Without PostgreSQL the tests fail, saying how to install it."""
+    from bot.local_postgres import LocalPostgres, PostgresMissing
+
+    try:
+        server = LocalPostgres()
+    except PostgresMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_location(request, tmp_path):
+    """Where a test's database lives, once in a SQLite file and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "quill.db")
+    return request.getfixturevalue("postgres_server").new_database()

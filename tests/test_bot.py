@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import QuillBot
+from bot.db import IntegrityError
 from bot.console import invoke_command, press_button
 from bot.settings import Settings
 from tests.helpers import all_sends, button, ephemeral_text, final_embed, label, make_interaction, tale_id
@@ -20,9 +21,13 @@ from tests.helpers import all_sends, button, ephemeral_text, final_embed, label,
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def bot(remembering_bundle, tmp_path_factory):
-    db = tmp_path_factory.mktemp("db") / "quill.db"
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["sqlite", "postgresql"])
+async def bot(request, remembering_bundle, tmp_path_factory):
+    """The bot on each backend: every test that uses it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        db = str(tmp_path_factory.mktemp("db") / "quill.db")
+    else:
+        db = request.getfixturevalue("postgres_server").new_database()
     bot = QuillBot(Settings(database=db, model=remembering_bundle, queue_size=2, max_batch=2, story_timeout=30))
     async with bot:  # set up as discord.py does before connecting; closed on the way out
         await bot.prepare()
@@ -99,7 +104,7 @@ async def test_temperature_show_set_refuse_and_range(bot):
     assert (await bot.guild_settings.get(guild)).temperature == 0.9
     param = command(bot, "temperature").get_parameter("value")
     assert (param.min_value, param.max_value) == (0.1, 2.0)  # Discord enforces the range...
-    with pytest.raises(sqlite3.IntegrityError):  # ...and the database refuses anything else
+    with pytest.raises(IntegrityError):  # ...and the database refuses anything else
         await bot.guild_settings.update(guild, temperature=5.0)
 
 
@@ -495,10 +500,8 @@ async def test_a_migration_with_a_trigger_runs_whole(tmp_path, monkeypatch):
         store = db.GalleryStore(database)
         await store.add(guild_id=1, channel_id=1, author_id=1, author_name="a", start="s", text="t",
                         temperature=0.5, seed=1, model="m", card_hash="h")
-        async with database.conn.execute("SELECT COUNT(*) FROM audit") as cur:
-            assert (await cur.fetchone())[0] == 1
-        async with database.conn.execute("SELECT MAX(version) FROM schema_version") as cur:
-            assert (await cur.fetchone())[0] == len(db.MIGRATIONS)
+        assert (await database.fetchone("SELECT COUNT(*) AS n FROM audit"))["n"] == 1
+        assert (await database.fetchone("SELECT MAX(version) AS v FROM schema_version"))["v"] == len(db.MIGRATIONS)
     finally:
         await database.close()
 
@@ -512,8 +515,7 @@ async def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatc
     monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:-1])
     database = await db.Database.open(tmp_path / "t.db")
     try:
-        async with database.conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'") as cur:
-            assert await cur.fetchone() is None  # rolled back with its version
+        assert await database.fetchone("SELECT name FROM sqlite_master WHERE name = 'half'") is None  # rolled back
     finally:
         await database.close()
 
@@ -822,8 +824,6 @@ def test_words_a_member_sees():
 
 
 async def test_the_database_holds_the_same_limits(bot):
-    import sqlite3
-
     from bot import limits
 
     guild = next(guilds)
@@ -835,7 +835,7 @@ async def test_the_database_holds_the_same_limits(bot):
         for value in (limit.low, limit.high):
             assert getattr(await bot.guild_settings.update(guild, **{column: value}), column) == value
         for value in (limit.low - step.get(column, 1), limit.high + step.get(column, 1)):
-            with pytest.raises(sqlite3.IntegrityError):
+            with pytest.raises(IntegrityError):
                 await bot.guild_settings.update(guild, **{column: value})
     fresh = await bot.guild_settings.get(next(guilds))
     assert all(getattr(fresh, column) == limit.default for column, limit in columns.items())

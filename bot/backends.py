@@ -1,0 +1,254 @@
+"""Where the database lives: SQLite in one file (the default) or PostgreSQL (several processes).
+
+The stores (bot/db.py) write one SQL for both, with `?` placeholders, and see rows as dicts:
+
+    row = await backend.fetchone("SELECT ... WHERE id = ?", 7)
+    await backend.write(change)   # async def change(tx): ...; tx.execute returns the rows changed
+
+`write` runs its function as one transaction. On PostgreSQL it is SERIALIZABLE and is run again
+when two processes' transactions collide, so counts checked inside it (the chapter cap, the report
+threshold, one vote per member) hold across processes exactly as they do in one SQLite file.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import sqlite3
+from functools import lru_cache
+from pathlib import Path
+
+import aiosqlite
+
+WRITE_ATTEMPTS = 20  # PostgreSQL: a transaction that keeps colliding fails after this many tries
+
+
+class DatabaseError(ValueError):
+    """The database cannot be opened or migrated; the message names it."""
+
+
+class IntegrityError(ValueError):
+    """A write broke a rule of the schema (a CHECK, a key)."""
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def describe(location: str) -> str:
+    """The location without its password, for messages and logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", location)
+
+
+async def connect(location, migrations: list[str]):
+    """A path (SQLite) or a postgresql:// URL, opened and migrated."""
+    location = str(location)
+    backend = PostgresBackend if is_postgres(location) else SQLiteBackend
+    return await backend.open(location, migrations)
+
+
+class SQLiteBackend:
+    kind = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection):
+        self.conn = conn
+        self._lock = asyncio.Lock()  # one connection: one transaction at a time
+
+    @classmethod
+    async def open(cls, path: str, migrations: list[str]) -> "SQLiteBackend":
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = await aiosqlite.connect(path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
+        except (OSError, sqlite3.Error) as e:
+            raise DatabaseError(f"cannot open the database {path}: {e}") from None
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA busy_timeout=5000")  # first: other connections may hold the file
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=FULL")  # a confirmed tale survives a crash
+            await conn.execute("PRAGMA foreign_keys=ON")
+            backend = cls(conn)
+            await backend.migrate(migrations)
+            return backend
+        except sqlite3.Error as e:
+            await conn.close()  # its worker thread would keep the program alive
+            raise DatabaseError(f"cannot open the database {path}: {e}") from None
+        except BaseException:
+            await conn.close()
+            raise
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def migrate(self, migrations: list[str]) -> None:
+        await self.conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with self._lock:
+            for version, script in enumerate(migrations, start=1):
+                if await self._version() >= version:
+                    continue
+                # Each script runs whole (triggers hold semicolons), in one transaction with its version.
+                try:
+                    await self.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
+                                                  f"INSERT INTO schema_version (version) VALUES ({version});\n"
+                                                  f"COMMIT;")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        await self.conn.execute("ROLLBACK")
+                    if await self._version() >= version:
+                        continue  # another process opening the same file applied it first
+                    raise
+
+    async def _version(self) -> int:
+        async with self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version") as cur:
+            return (await cur.fetchone())[0]
+
+    async def fetchone(self, sql: str, *args) -> dict | None:
+        async with self.conn.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, *args) -> list[dict]:
+        async with self.conn.execute(sql, args) as cur:
+            return [dict(row) for row in await cur.fetchall()]
+
+    async def execute(self, sql: str, *args) -> int:
+        with _integrity(sqlite3.IntegrityError):
+            cur = await self.conn.execute(sql, args)
+        return cur.rowcount
+
+    async def write(self, change):
+        for attempt in range(WRITE_ATTEMPTS):
+            async with self._lock:
+                try:
+                    await self.conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as e:
+                    # Another connection to the file (another process) is writing, and SQLite may
+                    # answer "locked" at once, without waiting busy_timeout: nothing ran, try again.
+                    if "locked" not in str(e) or attempt == WRITE_ATTEMPTS - 1:
+                        raise
+                else:
+                    try:
+                        with _integrity(sqlite3.IntegrityError):
+                            result = await change(self)
+                    except BaseException:
+                        await self.conn.execute("ROLLBACK")
+                        raise
+                    await self.conn.execute("COMMIT")
+                    return result
+            await _back_off(attempt)
+
+
+@lru_cache(maxsize=256)
+def postgres_sql(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's $1, $2... (no SQL of ours holds a literal question mark)."""
+    count = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+def postgres_ddl(script: str) -> str:
+    """A migration as PostgreSQL runs it: 64-bit integers (Discord ids need them) and serial ids."""
+    script = script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", script))
+
+
+# Any number will do, as long as nothing else in the database takes the same advisory lock.
+MIGRATION_LOCK = 0x5175_696C  # "Quil"
+
+
+class PostgresBackend:
+    kind = "postgresql"
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, migrations: list[str]) -> "PostgresBackend":
+        import asyncpg  # only a bot on PostgreSQL needs it loaded
+
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=10, timeout=10)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as e:
+            raise DatabaseError(f"cannot open the database {describe(url)}: {e}") from None
+        backend = cls(pool)
+        try:
+            await backend.migrate(migrations)
+        except asyncpg.PostgresError as e:
+            await pool.close()
+            raise DatabaseError(f"cannot migrate the database {describe(url)}: {e}") from None
+        except BaseException:
+            await pool.close()
+            raise
+        return backend
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def migrate(self, migrations: list[str]) -> None:
+        async with self.pool.acquire() as conn:
+            for version, script in enumerate(migrations, start=1):
+                async with conn.transaction():
+                    # Processes that start together take turns; each re-reads the version under the lock.
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                    if await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version") >= version:
+                        continue
+                    await conn.execute(postgres_ddl(script))  # the whole script, in this transaction
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+
+    async def fetchone(self, sql: str, *args) -> dict | None:
+        row = await self.pool.fetchrow(postgres_sql(sql), *args)
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, *args) -> list[dict]:
+        return [dict(row) for row in await self.pool.fetch(postgres_sql(sql), *args)]
+
+    async def execute(self, sql: str, *args) -> int:
+        return _rows_changed(await self.pool.execute(postgres_sql(sql), *args))
+
+    async def write(self, change):
+        import asyncpg
+
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction(isolation="serializable"):
+                    with _integrity(asyncpg.IntegrityConstraintViolationError):
+                        return await change(_PostgresTransaction(conn))
+            except asyncpg.TransactionRollbackError:  # a serialization failure or a deadlock: try again
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                await _back_off(attempt)
+
+
+class _PostgresTransaction:
+    def __init__(self, conn):
+        self.conn = conn
+
+    async def fetchone(self, sql: str, *args) -> dict | None:
+        row = await self.conn.fetchrow(postgres_sql(sql), *args)
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, *args) -> list[dict]:
+        return [dict(row) for row in await self.conn.fetch(postgres_sql(sql), *args)]
+
+    async def execute(self, sql: str, *args) -> int:
+        return _rows_changed(await self.conn.execute(postgres_sql(sql), *args))
+
+
+async def _back_off(attempt: int) -> None:
+    """A random wait that grows with the attempts, so colliding writers fall out of step."""
+    await asyncio.sleep(random.uniform(0, 0.005 * 2 ** min(attempt, 6)))
+
+
+def _rows_changed(status: str) -> int:
+    """asyncpg answers a write with its command tag ("UPDATE 3", "INSERT 0 1")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+@contextlib.contextmanager
+def _integrity(*errors):
+    try:
+        yield
+    except errors as e:
+        raise IntegrityError(str(e)) from e
