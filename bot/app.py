@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.db import CastStore, Database, GalleryStore, GuildSettingsStore, WordListStore
 from bot.errors import NO_MENTIONS, answer_error
+from bot.metrics import Metrics, MetricsServer
 from bot.settings import Settings
 from model.client import StoryGenerator
 
@@ -43,13 +44,16 @@ class QuillBot(commands.AutoShardedBot):
         logging.getLogger("discord.client").addFilter(_NoVoiceNotice())
         intents = discord.Intents.none()
         intents.guilds = True  # slash commands need no message content
+        self.metrics = Metrics(self)
         # QUILL_SHARD_COUNT/QUILL_SHARDS split the shards across processes; unset, this one runs them all.
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, tree_cls=QuillTree,
                          allowed_mentions=NO_MENTIONS, help_command=None, shard_count=settings.shard_count,
-                         shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None)
+                         shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
+                         http_trace=self.metrics.http_trace())
         self.settings, self.force_sync, self.on_notice = settings, force_sync, on_notice
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
+        self.metrics_server: MetricsServer | None = None
 
     # The cogs' public faces, for the buttons, the console and the cogs that share their work.
     @property
@@ -76,7 +80,22 @@ class QuillBot(commands.AutoShardedBot):
 
     async def setup_hook(self) -> None:
         await self.prepare()
+        if self.settings.metrics_port:
+            self.metrics_server = MetricsServer(self.metrics, self.health_problem, self.settings.metrics_port)
+            await self.metrics_server.start()
         await self.sync_commands(force=self.force_sync)
+
+    def health_problem(self) -> str | None:
+        """None when the bot can tell stories: every shard of this process connected and the
+        generator ready; otherwise what is wrong (/healthz)."""
+        if self.generator is None or not self.generator.ready:
+            return "the story generator is not ready"
+        if self.is_closed() or not self.is_ready():
+            return "not connected to Discord"
+        down = sorted(shard_id for shard_id, shard in self.shards.items() if shard.is_closed())
+        if down:
+            return f"shards {', '.join(map(str, down))} not connected to Discord"
+        return None
 
     async def sync_commands(self, force: bool = False) -> bool:
         """Send the command tree to Discord only when it changed since the last sync (its hash is
@@ -102,6 +121,8 @@ class QuillBot(commands.AutoShardedBot):
         return True
 
     async def close(self) -> None:
+        if self.metrics_server:
+            await self.metrics_server.close()
         if self.generator:
             await self.generator.close()
         if self.db:

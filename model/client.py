@@ -73,6 +73,7 @@ class StoryGenerator:
         self._inbox = None
         self._generation = 0
         self._failures = 0
+        self.restarts = 0  # processes started after one died
         self._closing = False
         self.down_reason: str | None = None
 
@@ -116,6 +117,15 @@ class StoryGenerator:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def writing(self) -> int:
+        """Stories in the batch now, one row each."""
+        return len(self._running)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
 
     def _spawn(self) -> None:
         if self._inbox is not None:
@@ -220,6 +230,7 @@ class StoryGenerator:
 
     def _respawn(self, generation: int) -> None:
         if generation == self._generation and not self._closing:
+            self.restarts += 1
             self._spawn()
 
     # -- requests ---------------------------------------------------------------------------
@@ -254,6 +265,7 @@ class StoryGenerator:
         if self._down.is_set():
             self._failures = len(RESTART_DELAYS)  # one more try, for later requests
             reason = self.down_reason
+            self.restarts += 1
             self._spawn()
             raise GeneratorUnavailable(reason)
         full = len(self._running) >= self.config.max_batch or not self._ready.is_set()

@@ -928,3 +928,53 @@ async def test_writing_together_keeps_the_cast_the_tale_was_opened_with(bot):
     again = await bot.generator.generate(StoryRequest("\nRon ran.", 120, settings.temperature, reply.seed,
                                                       context=context, cast=tale.cast_entries))
     assert again.written == reply.text
+
+
+# -- issue 19: metrics and health ----------------------------------------------------------------
+async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, await response.text()
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """Prometheus exposition text, parsed by prometheus_client's own parser (it fails on bad text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_parse_and_move_and_health_tells_the_truth(bot, monkeypatch):
+    from bot.local_postgres import free_port
+    from bot.metrics import MetricsServer
+
+    port = free_port()
+    server = MetricsServer(bot.metrics, bot.health_problem, port, host="127.0.0.1")
+    await server.start()
+    try:
+        before = samples((await scrape(port))[1])
+        guild = next(guilds)
+        await bot.guild_settings.update(guild, cooldown_seconds=600)
+        user = make_interaction(bot, guild_id=guild, user_id=77)
+        await run(bot, "story", user, start="Harry looked", length=200, seed=1)
+        again = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=77), start="Harry", length=200)
+        assert "another story in" in ephemeral_text(again)
+        status, text = await scrape(port)
+        after = samples(text)
+        assert status == 200
+        moved = {name: after.get((name, ()), 0) - before.get((name, ()), 0)
+                 for name in ("quill_stories_started_total", "quill_stories_finished_total",
+                              "quill_first_chunk_seconds_count", "quill_story_seconds_count")}
+        assert moved == dict.fromkeys(moved, 1)
+        assert after[("quill_stories_refused_total", (("reason", "cooldown"),))] >= 1
+        for gauge in ("quill_queue_depth", "quill_batch_rows", "quill_generator_restarts"):
+            assert (gauge, ()) in after
+        assert await scrape(port, "/healthz") == (503, "not connected to Discord")  # no gateway in tests
+        monkeypatch.setattr(type(bot), "is_ready", lambda self: True)
+        assert await scrape(port, "/healthz") == (200, "ok")
+        monkeypatch.setattr(bot.generator._ready, "is_set", lambda: False)
+        assert await scrape(port, "/healthz") == (503, "the story generator is not ready")
+    finally:
+        await server.close()

@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import START, STORY_LENGTH
-from model.generator import InvalidRequest, StoryRequest, usable_cast, word_filter
+from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
@@ -74,6 +74,22 @@ def check_start(start) -> None:
         raise InvalidRequest(f"the start text must be text, not {type(start).__name__}")
     if not (START.low <= len(start.strip()) and len(start) <= START.high):
         raise InvalidRequest(f"the start text must be {START} characters")
+
+
+@contextlib.contextmanager
+def counting_refusals(metrics):
+    """A request refused before any writing is counted by why (/metrics)."""
+    try:
+        yield
+    except CooldownActive:
+        metrics.refused.labels("cooldown").inc()
+        raise
+    except InvalidRequest:
+        metrics.refused.labels("invalid").inc()
+        raise
+    except MemberError:  # stories are written in another channel
+        metrics.refused.labels("channel").inc()
+        raise
 
 
 class Cooldowns:
@@ -238,15 +254,17 @@ class StoryCog(commands.Cog):
         """A validated request with this server's temperature and words, and its cast unless a tale's
         own is given; the member's turn is taken."""
         bot = self.bot
-        if settings.channel_id and settings.channel_id not in (interaction.channel_id, thread_parent(interaction)):
-            raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
-        words = await bot.word_lists.words(interaction.guild_id)
-        if cast is None:
-            cast = await bot.casts.entries(interaction.guild_id)
-        request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
-                               cast=usable_cast(cast, bot.generator.vocab, words))
-        request = request.validated(bot.generator.vocab, bot.generator.config)  # a bad prompt fails before deferring
-        self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
+        with counting_refusals(bot.metrics):
+            if settings.channel_id and settings.channel_id not in (interaction.channel_id,
+                                                                   thread_parent(interaction)):
+                raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
+            words = await bot.word_lists.words(interaction.guild_id)
+            if cast is None:
+                cast = await bot.casts.entries(interaction.guild_id)
+            request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
+                                   cast=usable_cast(cast, bot.generator.vocab, words))
+            request = request.validated(bot.generator.vocab, bot.generator.config)  # fails before deferring
+            self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
 
     async def tell(self, interaction: discord.Interaction, start: str, length: int | None = None,
@@ -254,7 +272,8 @@ class StoryCog(commands.Cog):
         """A story from `start`, with the server's cast unless `cast` is given (Again: the tale's)."""
         bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
         settings = await bot.guild_settings.get(guild_id)
-        check_start(start)
+        with counting_refusals(bot.metrics):
+            check_start(start)
         request = await self.request(interaction, start, length or settings.story_length, seed, settings, cast=cast)
 
         async def store(story) -> Tale:
@@ -307,13 +326,24 @@ class StoryCog(commands.Cog):
         failure gives the member's turn back. Stored first, then shown: no display error can cost a
         finished tale. The generator never writes a blocked word; masking here is the last line of
         defence (letter for letter, so the story's `begins` still holds)."""
+        metrics = self.bot.metrics
+        metrics.started.inc()
+        began = time.monotonic()
         try:
             await interaction.response.defer(thinking=True)
-            story = await self._stream(interaction, request)
-            return await store(replace(story, text=word_filter(request.blocked_words).mask(story.text)))
-        except BaseException:
+            story = await self._stream(interaction, request, began)
+            stored = await store(replace(story, text=word_filter(request.blocked_words).mask(story.text)))
+        except BaseException as error:
             self.cooldowns.give_back(interaction.guild_id, interaction.user.id)
+            if isinstance(error, GeneratorBusy):
+                metrics.refused.labels("busy").inc()
+            else:
+                metrics.failed.inc()
             raise
+        metrics.finished.inc()
+        metrics.story_seconds.observe(time.monotonic() - began)
+        metrics.rewinds.inc(story.filtered)
+        return stored
 
     async def _show(self, interaction: discord.Interaction, tale: Tale, embed: discord.Embed | None = None) -> None:
         try:
@@ -324,7 +354,7 @@ class StoryCog(commands.Cog):
             await interaction.followup.send(f"Your tale is saved as #{tale.id}: `/tale show id:{tale.id}` shows it.",
                                             ephemeral=True, allowed_mentions=NO_MENTIONS)
 
-    async def _stream(self, interaction: discord.Interaction, request: StoryRequest):
+    async def _stream(self, interaction: discord.Interaction, request: StoryRequest, began: float):
         """Read the story as fast as it is written; a separate loop edits the reply with everything
         ready at most once per edit interval, so slow edits never hold the tale back. An edit once
         sent is never abandoned: the message's next edit (the final one included) waits for it,
@@ -355,6 +385,8 @@ class StoryCog(commands.Cog):
             async for event in self.bot.generator.stream(request):
                 if event.story is not None:
                     return event.story
+                if event.text and not progress["text"]:
+                    self.bot.metrics.first_chunk.observe(time.monotonic() - began)
                 progress["position"] = event.position
                 progress["text"] += event.text
                 changed.set()
