@@ -6,7 +6,9 @@ import json
 import logging
 
 import discord
+import yarl
 from discord import app_commands
+from discord.gateway import DiscordWebSocket
 from discord.ext import commands
 
 from bot.db import CastStore, Database, GalleryStore, GuildSettingsStore, WordListStore
@@ -51,6 +53,8 @@ class QuillBot(commands.AutoShardedBot):
                          shard_ids=list(settings.shard_ids) if settings.shard_ids is not None else None,
                          http_trace=self.metrics.http_trace())
         self.settings, self.force_sync, self.on_notice = settings, force_sync, on_notice
+        if settings.discord_api:  # discord.py keeps the API's address on its Route classes
+            discord.http.Route.BASE = discord.webhook.async_.Route.BASE = settings.discord_api
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
         self.metrics_server: MetricsServer | None = None
@@ -79,6 +83,11 @@ class QuillBot(commands.AutoShardedBot):
             await self.load_extension(extension)
 
     async def setup_hook(self) -> None:
+        if self.settings.discord_api and self.shard_count is not None:
+            # Given its shards, discord.py connects to Discord's default gateway without asking:
+            # ask the API we were given instead.
+            _, url, _ = await self.http.get_bot_gateway()
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         await self.prepare()
         if self.settings.metrics_port:
             self.metrics_server = MetricsServer(self.metrics, self.health_problem, self.settings.metrics_port)

@@ -47,6 +47,7 @@ class Settings:
     shard_count: int | None = None  # None: as Discord recommends, all in this process
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
+    discord_api: str | None = None  # Discord's REST API through a rate-limit proxy; None: Discord's own
 
     @classmethod
     def from_env(cls, env=None, dotenv: bool = True) -> "Settings":
@@ -105,6 +106,7 @@ class Settings:
             shard_count=shard_count,
             shard_ids=shards(),
             metrics_port=metrics_port,
+            discord_api=env.get("QUILL_DISCORD_API", "").strip().rstrip("/") or None,
         )
 
     def generator_config(self) -> GeneratorConfig:

@@ -43,8 +43,16 @@ def user(user_id: int, name: str, bot: bool = False) -> dict:
             "bot": bot, "public_flags": 0}
 
 
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """Discord's rule: a server's events go to shard (guild_id >> 22) % shard_count."""
+    return (guild_id >> 22) % shard_count
+
+
 class FakeDiscord:
-    def __init__(self):
+    def __init__(self, shard_count: int = 1):
+        self.shard_count = shard_count
+        self.sockets: dict[int, web.WebSocketResponse] = {}  # shard id -> its gateway connection
+        self.syncs = 0
         self.violations: list[str] = []
         self.requests: list[tuple[str, str, dict | None]] = []
         self.guilds: dict[int, str] = {}
@@ -64,7 +72,6 @@ class FakeDiscord:
         self.identify: dict | None = None  # the bot's IDENTIFY payload
         self._ids = itertools.count(10_000)
         self._sequence = itertools.count(1)
-        self._socket: web.WebSocketResponse | None = None
         self.app = web.Application()
         self.app.add_routes([
             web.get("/gateway", self.gateway),
@@ -107,12 +114,13 @@ class FakeDiscord:
                                   "interactions_endpoint_url": None})
 
     async def gateway_bot(self, request):
-        return reply({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1,
+        return reply({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": self.shard_count,
                                   "session_start_limit": {"total": 1000, "remaining": 999,
                                                           "reset_after": 0, "max_concurrency": 1}})
 
     async def sync(self, request):
         payload = await request.json()
+        self.syncs += 1
         self.commands = [{**c, "id": str(next(self._ids)), "application_id": str(APP_ID), "version": "1"}
                          for c in payload]
         return reply(self.commands)
@@ -242,8 +250,8 @@ class FakeDiscord:
     async def gateway(self, request):
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        self._socket = socket
         await socket.send_json({"op": 10, "d": {"heartbeat_interval": 45_000}, "s": None, "t": None})
+        shard = None
         async for message in socket:
             if message.type != WSMsgType.TEXT:
                 continue
@@ -252,26 +260,35 @@ class FakeDiscord:
                 await socket.send_json({"op": 11, "d": None, "s": None, "t": None})
             elif frame["op"] == 2:  # identify
                 self.identify = frame["d"]
+                shard, count = frame["d"].get("shard", [0, 1])
+                if count != self.shard_count:
+                    self.violation(f"IDENTIFY with {count} shards; Discord said {self.shard_count}")
+                self.sockets[shard] = socket
+                mine = [g for g in self.guilds if shard_of(g, self.shard_count) == shard]
                 await self.dispatch("READY", {
                     "v": 10, "user": {**user(BOT_ID, "Quill", bot=True), "verified": True, "flags": 0},
-                    "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-                    "session_id": "session", "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
-                    "application": {"id": str(APP_ID), "flags": 0}, "shard": [0, 1]})
-                for guild_id, name in self.guilds.items():
-                    await self.dispatch("GUILD_CREATE", self.guild(guild_id, name))
+                    "guilds": [{"id": str(g), "unavailable": True} for g in mine],
+                    "session_id": f"session{shard}", "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway",
+                    "application": {"id": str(APP_ID), "flags": 0}, "shard": [shard, self.shard_count]}, shard)
+                for guild_id in mine:
+                    await self.dispatch("GUILD_CREATE", self.guild(guild_id, self.guilds[guild_id]), shard)
                 self.identified.set()
             elif frame["op"] == 6:  # resume
-                await self.dispatch("RESUMED", {})
+                shard = int(frame["d"]["session_id"].removeprefix("session"))
+                self.sockets[shard] = socket
+                await self.dispatch("RESUMED", {}, shard)
                 self.resumed.set()
+        if shard is not None and self.sockets.get(shard) is socket:
+            del self.sockets[shard]  # the bot (or its process) went away
         return socket
 
-    async def dispatch(self, event: str, data: dict) -> None:
-        await self._socket.send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
+    async def dispatch(self, event: str, data: dict, shard: int = 0) -> None:
+        await self.sockets[shard].send_json({"op": 0, "t": event, "s": next(self._sequence), "d": data})
 
-    async def drop_gateway(self) -> None:
+    async def drop_gateway(self, shard: int = 0) -> None:
         """Close the connection as Discord does when it wants a reconnect (4000: resumable)."""
         self.resumed.clear()
-        await self._socket.close(code=4000, message=b"reconnect")
+        await self.sockets[shard].close(code=4000, message=b"reconnect")
 
     def guild(self, guild_id: int, name: str) -> dict:
         return {"id": str(guild_id), "name": name, "icon": None, "owner_id": "1", "afk_timeout": 300,
@@ -309,5 +326,33 @@ class FakeDiscord:
         else:
             payload.update(type=3, data={"custom_id": custom_id, "component_type": 2}, message=message)
         self.dispatched[interaction_id] = time.monotonic()
-        await self.dispatch("INTERACTION_CREATE", payload)
+        await self.dispatch("INTERACTION_CREATE", payload, shard_of(guild_id, self.shard_count))
         return token
+
+
+# -- waiting for the bot's answers (conditions, not fixed sleeps) ---------------------------------
+async def answered(fake, token, timeout=30.0) -> dict:
+    """The interaction's final message: a tale's embed, or a private answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = fake.messages.get(token)
+        if message and message["embeds"] and "✍️" not in (message["content"] or ""):
+            return message
+        if fake.followups.get(token):
+            return fake.followups[token][-1]
+        for kind, t, payload in fake.requests:
+            if kind == "callback" and t == token and payload.get("type") == 4:  # answered at once (a refusal)
+                return payload["data"]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no answer for {token}")
+
+
+async def callback(fake, token, timeout=30.0) -> dict:
+    """The interaction's callback payload, once it has come (a condition, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for kind, t, payload in fake.requests:
+            if kind == "callback" and t == token:
+                return payload
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no callback for {token}")

@@ -1,13 +1,12 @@
 """The Discord contract: the real discord.py client and QuillBot against a local fake Discord
 (tests/fake_discord.py) that checks every request against Discord's documented limits."""
 import asyncio
-import time
 
 import discord
 import pytest
 import pytest_asyncio
 
-from tests.fake_discord import MANAGE_GUILD, FakeDiscord
+from tests.fake_discord import MANAGE_GUILD, FakeDiscord, answered, callback
 
 HOGWARTS, DURMSTRANG = 1, 2
 
@@ -34,30 +33,6 @@ async def discord_app(tiny_bundle, tmp_path_factory):
     await asyncio.wait_for(runner, 30)
     await fake.close()
     patch.undo()
-
-
-async def answered(fake, token, timeout=30.0) -> dict:
-    """The interaction's final message: a tale's embed, or a private answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = fake.messages.get(token)
-        if message and message["embeds"] and "✍️" not in (message["content"] or ""):
-            return message
-        if fake.followups.get(token):
-            return fake.followups[token][-1]
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no answer for {token}")
-
-
-async def callback(fake, token, timeout=30.0) -> dict:
-    """The interaction's callback payload, once it has come (a condition, not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for kind, t, payload in fake.requests:
-            if kind == "callback" and t == token:
-                return payload
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no callback for {token}")
 
 
 def edits(fake, token) -> list[dict]:

@@ -1,0 +1,178 @@
+"""A bot of two processes, one shard each, sharing one PostgreSQL, against the fake Discord
+(tests/fake_discord.py): concurrent stories, votes, reports and Continue on both shards, then one
+process killed with SIGKILL mid-story and started again. Each process is `quill run` with the
+environment compose.yaml gives its shards (tests/test_layout.py checks that they agree)."""
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from bot.db import Database, GalleryStore, GuildSettingsStore
+from bot.local_postgres import free_port
+from tests.fake_discord import FakeDiscord, answered, callback, shard_of
+
+SHARDS = 2
+# Discord sends a server's events to shard (id >> 22) % count: one server on each shard.
+GUILD_ON = {0: 2 << 22, 1: 1 << 22}
+NAMES = ("Harry", "Ron", "Hermione", "Snape", "Dumbledore", "Harry looked")
+QUILL = Path(sys.executable).with_name("quill")  # the installed console script, as compose runs it
+# The shipped model, one story at a time: slow enough that a kill lands mid-story.
+MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def shard_environment(shard: int, database: str, metrics_port: int) -> dict[str, str]:
+    """What a shard's process is given, besides the token and where Discord is."""
+    return {"QUILL_DATABASE": database, "QUILL_SHARD_COUNT": str(SHARDS), "QUILL_SHARDS": str(shard),
+            "QUILL_METRICS_PORT": str(metrics_port)}
+
+
+class ShardProcess:
+    def __init__(self, shard: int, database: str, api: str, model: Path, logs: Path):
+        self.shard, self.port = shard, free_port()
+        self.env = {**os.environ, **shard_environment(shard, database, self.port), "DISCORD_TOKEN": "fake",
+                    "QUILL_DISCORD_API": api, "QUILL_MODEL": str(model), "QUILL_MAX_BATCH": "1",
+                    "QUILL_STORY_TIMEOUT": "120"}
+        self.log = logs / f"shard{shard}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen([str(QUILL), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)  # the bot and its generator, at once
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        try:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{self.port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                return r.status, await r.text()
+        except aiohttp.ClientError:
+            return 0, ""
+
+    async def healthy(self, timeout: float = 180) -> None:
+        """/healthz answers 200: its shard is connected and its generator ready."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"shard {self.shard} exited:\n{self.log.read_text()[-3000:]}")
+            if (await self.get("/healthz"))[0] == 200:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"shard {self.shard} never became healthy:\n{self.log.read_text()[-3000:]}")
+
+
+def tale_number(message: dict) -> int:
+    return int(message["embeds"][0]["footer"]["text"].split("tale #")[1].split()[0])
+
+
+def buttons(message: dict) -> dict[str, dict]:
+    return {b["label"]: b for row in message["components"] for b in row["components"]}
+
+
+async def test_two_shard_processes_share_postgresql_and_survive_a_kill(postgres_server, tmp_path):
+    url = postgres_server.new_database()
+    fake = FakeDiscord(shard_count=SHARDS)
+    fake.guilds = {GUILD_ON[0]: "Hogwarts", GUILD_ON[1]: "Durmstrang"}
+    assert {shard_of(g, SHARDS) for g in fake.guilds} == {0, 1}
+    api = await fake.start() + "/api/v10"
+    processes = [ShardProcess(shard, url, api, MODEL, tmp_path) for shard in range(SHARDS)]
+    db = None
+    try:
+        for p in processes:
+            p.start()
+        await asyncio.gather(*(p.healthy() for p in processes))
+        assert fake.syncs == 1  # one process synced the commands; the database told the other
+        db = await Database.open(url)
+        gallery, settings = GalleryStore(db), GuildSettingsStore(db)
+        for guild in fake.guilds:
+            await settings.update(guild, cooldown_seconds=0, report_threshold=2)  # read at once by both
+
+        async def story(guild: int, member: int, start: str, length: int = 300) -> dict:
+            token = await fake.interact(guild, member, command="story", options={"start": start, "length": length})
+            return await answered(fake, token, timeout=120)
+
+        # Both shards at once: stories, then votes, reports and Continue on each server's first tale.
+        told = await asyncio.gather(*(story(GUILD_ON[shard], 10 + i, name) for shard in range(SHARDS)
+                                      for i, name in enumerate(NAMES[:4])))
+        confirmed = {(GUILD_ON[shard], tale_number(m)) for shard, m in zip([0] * 4 + [1] * 4, told)}
+        assert len(confirmed) == 8
+        firsts = {shard: told[4 * shard] for shard in range(SHARDS)}
+        votes, others = [], []
+        for shard, message in firsts.items():
+            guild, labels = GUILD_ON[shard], buttons(message)
+            votes += [fake.interact(guild, 100 + m, custom_id=labels["👍 0"]["custom_id"], message=message)
+                      for m in range(5)]
+            others += [fake.interact(guild, 200 + m, custom_id=labels["\U0001f6a9 Report"]["custom_id"],
+                                     message=message) for m in range(2)]
+            others += [fake.interact(guild, 300 + m, custom_id=labels["Continue"]["custom_id"], message=message)
+                       for m in range(2)]
+        votes, others = await asyncio.gather(*votes), await asyncio.gather(*others)
+        await asyncio.gather(*(callback(fake, t, timeout=120) for t in votes),  # the message itself is updated
+                             *(answered(fake, t, timeout=120) for t in others))
+        for shard, message in firsts.items():
+            tale = await gallery.get(GUILD_ON[shard], tale_number(message))
+            assert (tale.votes, tale.hidden, tale.chapters) == (5, True, 3)
+
+        # Shard 1's process is killed while it writes; shard 0 goes on writing meanwhile.
+        doomed = [await fake.interact(GUILD_ON[1], 40 + i, command="story",
+                                      options={"start": name, "length": 1900}) for i, name in enumerate(NAMES)]
+        first = await answered(fake, doomed[0], timeout=120)  # one row in the batch: the next is mid-way
+        confirmed.add((GUILD_ON[1], tale_number(first)))
+        during = [asyncio.ensure_future(story(GUILD_ON[0], 50 + i, name, 1000)) for i, name in enumerate(NAMES[:3])]
+        processes[1].kill()
+        told_before_kill = [fake.messages.get(token) or {} for token in doomed]
+        told_before_kill = [m for m in told_before_kill
+                            if m.get("embeds") and "tale #" in m["embeds"][0].get("footer", {}).get("text", "")]
+        confirmed |= {(GUILD_ON[1], tale_number(m)) for m in told_before_kill}
+        assert len(told_before_kill) < len(doomed)  # some were being written, or waiting, when it died
+        for message in await asyncio.gather(*during):  # the other process is unaffected
+            confirmed.add((GUILD_ON[0], tale_number(message)))
+
+        processes[1].start()
+        await processes[1].healthy()
+        again = await story(GUILD_ON[1], 60, "Hermione")
+        confirmed.add((GUILD_ON[1], tale_number(again)))
+        second = told[5]  # written on shard 1 before the kill (the first is hidden by its reports)
+        onward = await fake.interact(GUILD_ON[1], 61, custom_id=buttons(second)["Continue"]["custom_id"],
+                                     message=second)
+        assert "chapter 2" in (await answered(fake, onward, timeout=120))["embeds"][0]["title"]
+
+        # Nothing confirmed was lost, nothing is twice, and every tale's chapters run without a gap.
+        rows = await db.fetchall("SELECT guild_id, id FROM tales")
+        stored = [(r["guild_id"], r["id"]) for r in rows]
+        assert len(stored) == len(set(stored))
+        assert confirmed <= set(stored)
+        for guild, tale_id in stored:
+            numbers = [c.number for c in await gallery.chapters(guild, tale_id)]
+            assert numbers == list(range(2, 2 + len(numbers)))
+        status, metrics = await processes[0].get("/metrics")
+        assert status == 200 and "quill_stories_finished_total" in metrics
+        assert fake.violations == []
+        summary = {"tales_stored": len(stored), "tales_confirmed": len(confirmed),
+                   "stories_cut_off_by_the_kill": len(doomed) - len(told_before_kill), "syncs": fake.syncs,
+                   "shard0_metrics": {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                                      if line.startswith(("quill_stories_started_total",
+                                                          "quill_stories_finished_total"))}}
+        print("multi-process:", json.dumps(summary))
+    finally:
+        for p in processes:
+            p.stop()
+        if db is not None:
+            await db.close()
+        await fake.close()
