@@ -4,7 +4,7 @@ FROM python:3.11-slim
 # numba's compiled story engine is built into the image (see the warm-up below); a machine with
 # another CPU recompiles it once, into the same folder, which the bot's user owns.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache
+    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache QUILL_METRICS_PORT=9100
 WORKDIR /app
 
 # Dependencies first, in their own layer: a code change does not reinstall them. The list is
@@ -28,5 +28,10 @@ RUN useradd --create-home --uid 10001 quill && mkdir /data /app/numba-cache \
     && chown -R quill /data /app/numba-cache
 USER quill
 VOLUME ["/data"]
+EXPOSE 9100
+
+# /healthz answers 200 only while every shard of this process is connected and its generator is ready.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD python -c \
+    "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['QUILL_METRICS_PORT'], timeout=4)"
 
 CMD ["quill", "run"]

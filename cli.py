@@ -325,6 +325,13 @@ def add_bench(sub) -> None:
     s.add_argument("--starts", nargs="+", default=None, metavar="TEXT",
                    help="story starts, each told with 3 seeds (default: 20 varied Potter starts)")
     s.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
+    st = bench.add_parser("store", help="gallery operations per second for many members, SQLite and PostgreSQL")
+    st.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use (default: a throwaway local "
+                                                      "server, started and stopped for the run)")
+    st.add_argument("--members", type=int, default=100, help="members acting at once")
+    st.add_argument("--ops", type=int, default=10, help="operations of each kind per member and round")
+    st.add_argument("--rounds", type=int, default=3)
+    st.add_argument("--json", action="store_true")
     f = bench.add_parser("filter", help="the word filter: matches in a corpus, stories it stepped into, its cost")
     f.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     f.add_argument("--corpus", nargs="*", default=[], metavar="PATH", help="books to scan for matches")
@@ -342,6 +349,9 @@ def cmd_bench(args) -> int:
         from train.bench_generate import POTTER_STARTS, bench_filter
         result = bench_filter(Path(args.model or default_model()), args.corpus, args.stories, args.temperature,
                               tuple(args.starts or POTTER_STARTS))
+    elif args.bench == "store":
+        from train.bench_store import bench_store
+        result = bench_store(args.postgres, args.members, args.ops, args.rounds)
     elif args.bench == "story":
         from train.bench_story import STARTS, bench_story
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,

@@ -5,14 +5,18 @@ The stores (bot/db.py) write one SQL for both, with `?` placeholders, and see ro
     row = await backend.fetchone("SELECT ... WHERE id = ?", 7)
     await backend.write(change)   # async def change(tx): ...; tx.execute returns the rows changed
 
-`write` runs its function as one transaction. On PostgreSQL it is SERIALIZABLE and is run again
-when two processes' transactions collide, so counts checked inside it (the chapter cap, the report
-threshold, one vote per member) hold across processes exactly as they do in one SQLite file.
+`write` runs its function as one transaction. A function that reads before it writes (a count
+checked against a cap, a list changed) first takes `await tx.lock("tale", tale_id)`: SQLite
+already runs one writer at a time (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped
+advisory lock, so writers of the same tale or list take turns across processes while the rest run
+in parallel, and every statement after the lock sees what they committed (READ COMMITTED). A
+transaction that still collides (a deadlock) is run again.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import re
 import sqlite3
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import aiosqlite
 
-WRITE_ATTEMPTS = 20  # PostgreSQL: a transaction that keeps colliding fails after this many tries
+WRITE_ATTEMPTS = 20  # a transaction that keeps colliding fails after this many tries
 
 
 class DatabaseError(ValueError):
@@ -117,6 +121,9 @@ class SQLiteBackend:
             cur = await self.conn.execute(sql, args)
         return cur.rowcount
 
+    async def lock(self, *key) -> None:
+        """Nothing to do: a SQLite write transaction already has the file to itself."""
+
     async def write(self, change):
         for attempt in range(WRITE_ATTEMPTS):
             async with self._lock:
@@ -211,10 +218,10 @@ class PostgresBackend:
 
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                async with self.pool.acquire() as conn, conn.transaction(isolation="serializable"):
+                async with self.pool.acquire() as conn, conn.transaction():
                     with _integrity(asyncpg.IntegrityConstraintViolationError):
                         return await change(_PostgresTransaction(conn))
-            except asyncpg.TransactionRollbackError:  # a serialization failure or a deadlock: try again
+            except asyncpg.TransactionRollbackError:  # a deadlock: try again
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 await _back_off(attempt)
@@ -233,6 +240,15 @@ class _PostgresTransaction:
 
     async def execute(self, sql: str, *args) -> int:
         return _rows_changed(await self.conn.execute(postgres_sql(sql), *args))
+
+    async def lock(self, *key) -> None:
+        """Wait for, then hold until the transaction ends, the lock named by `key` ("tale", 7)."""
+        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", lock_number(key))
+
+
+def lock_number(key: tuple) -> int:
+    """A key as the signed 64-bit number PostgreSQL's advisory locks take."""
+    return int.from_bytes(hashlib.blake2b(repr(key).encode(), digest_size=8).digest(), "big", signed=True)
 
 
 async def _back_off(attempt: int) -> None:

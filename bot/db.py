@@ -1,5 +1,6 @@
 """The database: the one module that knows the schema. Versioned migrations run at start;
-every write is one transaction; every tale query filters by guild."""
+every write is one transaction (a write that checks before it changes takes its tale's or list's
+lock first: bot/backends.py); every tale query filters by guild."""
 from __future__ import annotations
 
 import json
@@ -278,6 +279,7 @@ class GalleryStore:
     async def toggle_vote(self, guild_id: int, tale_id: int, user_id: int) -> tuple[Tale, bool]:
         """One vote per member: a second press takes it back. Returns the tale and whether it is voted now."""
         async def toggle(tx):
+            await tx.lock("tale", tale_id)
             await self._require(tx, guild_id, tale_id)
             voted = await tx.execute("DELETE FROM votes WHERE tale_id = ? AND user_id = ?", tale_id, user_id) == 0
             if voted:
@@ -301,6 +303,7 @@ class GalleryStore:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
         async def add(tx):
+            await tx.lock("tale", tale_id)
             row = await tx.fetchone("SELECT (SELECT COUNT(*) FROM chapters WHERE tale_id = ?) + 1 AS told, finished "
                                     "FROM tales WHERE guild_id = ? AND id = ?", tale_id, guild_id, tale_id)
             if row is None:
@@ -332,6 +335,7 @@ class GalleryStore:
         """One report per member: the tale is hidden once `threshold` members reported it.
         Returns the tale and whether this report is new."""
         async def report(tx):
+            await tx.lock("tale", tale_id)
             await self._require(tx, guild_id, tale_id)
             new = await tx.execute("INSERT INTO reports (tale_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                                    tale_id, user_id) == 1
@@ -382,6 +386,7 @@ class WordListStore:
     async def add(self, guild_id: int, word: str) -> bool:
         """Whether the word is new; ValueError when the server's list is full."""
         async def add(tx):
+            await tx.lock("blocked_words", guild_id)
             count = await tx.fetchone("SELECT COUNT(*) AS n FROM blocked_words WHERE guild_id = ?", guild_id)
             if count["n"] >= MAX_SERVER_WORDS:
                 raise ValueError(f"this server's list is full ({MAX_SERVER_WORDS} words)")
@@ -408,6 +413,7 @@ class CastStore:
     async def _change(self, guild_id: int, change) -> bool:
         """Apply `change(entries) -> new entries or None (no change)` in one transaction."""
         async def apply(tx):
+            await tx.lock("cast", guild_id)
             row = await tx.fetchone("SELECT entries FROM casts WHERE guild_id = ?", guild_id)
             new = change(tuple(json.loads(row["entries"])) if row else default_cast())
             if new is None:

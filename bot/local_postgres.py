@@ -45,7 +45,8 @@ def free_port() -> int:
 class LocalPostgres:
     USER = "quill"
 
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        self.durable = durable  # fsync as a real server does (benchmarks); off, tests run faster
         self.bin = server_bin()
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="quill-postgres-"))
@@ -64,8 +65,8 @@ class LocalPostgres:
         data = self.folder / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "-U", self.USER, "-A", "trust", "--no-sync",
                   "-E", "UTF8", "--locale=C")
-        # fsync off: a test server's data need not survive a power cut, and it is much faster.
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+                   f"-c fsync={'on' if self.durable else 'off'}")
         self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.folder / "log"),
                   "-w", "start")
         return self

@@ -72,3 +72,33 @@ def test_an_installed_package_tells_a_story_from_any_folder(tmp_path):
                          capture_output=True, text=True, cwd=elsewhere, env={"PATH": "/usr/bin:/bin"}, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Harry") and len(out.stdout) > 90
+
+
+def test_compose_runs_the_shards_as_the_multi_process_test_does():
+    import yaml
+
+    from tests.test_processes import SHARDS, shard_environment
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    shards = sorted(name for name in services if name.startswith("shard"))
+    assert shards == [f"shard{i}" for i in range(SHARDS)]
+    database = services["shard0"]["environment"]["QUILL_DATABASE"]
+    assert database.startswith("postgresql://") and "@postgres/" in database
+    targets = []
+    for i, name in enumerate(shards):
+        service = services[name]
+        assert service["command"] == ["quill", "run"]  # the test runs the same console script
+        env = service["environment"]
+        port = int(env["QUILL_METRICS_PORT"])
+        assert {k: v for k, v in env.items() if k != "DISCORD_TOKEN"} == shard_environment(i, database, port)
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        targets.append(f"{name}:{port}")
+    scrape = yaml.safe_load(compose["configs"]["prometheus"]["content"])
+    assert scrape["scrape_configs"][0]["static_configs"][0]["targets"] == targets
+
+
+def test_the_image_checks_its_health_on_the_metrics_port():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "QUILL_METRICS_PORT=9100" in dockerfile and "EXPOSE 9100" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile

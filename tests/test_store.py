@@ -140,6 +140,22 @@ async def test_the_chapter_cap_holds_under_concurrent_continues(two_processes):
     assert sorted(c.text for c in chapters) == sorted(part[0].text for part in added)
 
 
+async def test_cast_and_word_list_changes_from_two_processes_all_land(database_location):
+    from bot.db import CastStore, WordListStore
+
+    one, two = await Database.open(database_location), await Database.open(database_location)
+    try:
+        casts, words = (CastStore(one), CastStore(two)), (WordListStore(one), WordListStore(two))
+        names = [f"Wizard{chr(65 + i)}" for i in range(12)]
+        await asyncio.gather(*(casts[i % 2].add(GUILD, name) for i, name in enumerate(names)))
+        assert set(names) <= set(await casts[0].entries(GUILD))  # no change overwrote another
+        await asyncio.gather(*(words[i % 2].add(GUILD, f"word{i}") for i in range(12)))
+        assert len(await words[1].words(GUILD)) == 12
+    finally:
+        await one.close()
+        await two.close()
+
+
 async def test_settings_changed_in_one_process_are_read_at_once_by_the_other(database_location):
     one, two = await Database.open(database_location), await Database.open(database_location)
     try:
@@ -171,3 +187,13 @@ async def test_an_unreachable_postgresql_is_a_clear_error():
 
     with pytest.raises(db.DatabaseError, match=r"cannot open the database postgresql://quill:\*\*\*@127.0.0.1"):
         await Database.open(f"postgresql://quill:secret@127.0.0.1:{free_port()}/nothing")
+
+
+def test_bench_store_measures_both_backends(postgres_server):
+    from train.bench_store import OPERATIONS, bench_store
+
+    result = bench_store(postgres_server.new_database(), members=4, per_member=2, rounds=1)
+    for op in OPERATIONS:
+        figures = result[op]
+        assert figures["sqlite_per_s"] > 0 and figures["postgresql_per_s"] > 0
+        assert figures["postgresql_vs_sqlite"] > 0
