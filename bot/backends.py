@@ -163,10 +163,34 @@ def postgres_ddl(script: str) -> str:
 MIGRATION_LOCK = 0x5175_696C  # "Quil"
 
 
-class PostgresBackend:
+class _PostgresQueries:
+    """Queries on a pool (each statement its own transaction) or on one connection (inside one)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    async def fetchone(self, sql: str, *args) -> dict | None:
+        row = await self.target.fetchrow(postgres_sql(sql), *args)
+        return dict(row) if row is not None else None
+
+    async def fetchall(self, sql: str, *args) -> list[dict]:
+        return [dict(row) for row in await self.target.fetch(postgres_sql(sql), *args)]
+
+    async def execute(self, sql: str, *args) -> int:
+        return _rows_changed(await self.target.execute(postgres_sql(sql), *args))
+
+
+class _PostgresTransaction(_PostgresQueries):
+    async def lock(self, *key) -> None:
+        """Wait for, then hold until the transaction ends, the lock named by `key` ("tale", 7)."""
+        await self.target.execute("SELECT pg_advisory_xact_lock($1)", lock_number(key))
+
+
+class PostgresBackend(_PostgresQueries):
     kind = "postgresql"
 
     def __init__(self, pool):
+        super().__init__(pool)
         self.pool = pool
 
     @classmethod
@@ -203,16 +227,6 @@ class PostgresBackend:
                     await conn.execute(postgres_ddl(script))  # the whole script, in this transaction
                     await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
 
-    async def fetchone(self, sql: str, *args) -> dict | None:
-        row = await self.pool.fetchrow(postgres_sql(sql), *args)
-        return dict(row) if row is not None else None
-
-    async def fetchall(self, sql: str, *args) -> list[dict]:
-        return [dict(row) for row in await self.pool.fetch(postgres_sql(sql), *args)]
-
-    async def execute(self, sql: str, *args) -> int:
-        return _rows_changed(await self.pool.execute(postgres_sql(sql), *args))
-
     async def write(self, change):
         import asyncpg
 
@@ -225,25 +239,6 @@ class PostgresBackend:
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 await _back_off(attempt)
-
-
-class _PostgresTransaction:
-    def __init__(self, conn):
-        self.conn = conn
-
-    async def fetchone(self, sql: str, *args) -> dict | None:
-        row = await self.conn.fetchrow(postgres_sql(sql), *args)
-        return dict(row) if row is not None else None
-
-    async def fetchall(self, sql: str, *args) -> list[dict]:
-        return [dict(row) for row in await self.conn.fetch(postgres_sql(sql), *args)]
-
-    async def execute(self, sql: str, *args) -> int:
-        return _rows_changed(await self.conn.execute(postgres_sql(sql), *args))
-
-    async def lock(self, *key) -> None:
-        """Wait for, then hold until the transaction ends, the lock named by `key` ("tale", 7)."""
-        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", lock_number(key))
 
 
 def lock_number(key: tuple) -> int:

@@ -62,7 +62,8 @@ class Settings:
             try:
                 value = kind(raw)
             except ValueError:
-                raise SettingsError(f"{name} must be a {kind.__name__} (got {raw!r})") from None
+                what = "whole number" if kind is int else "number"
+                raise SettingsError(f"{name} must be a {what} (got {raw!r})") from None
             if value <= 0:
                 raise SettingsError(f"{name} must be positive (got {raw!r})")
             return value

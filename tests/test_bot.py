@@ -608,17 +608,21 @@ async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monke
     cog = bot.get_cog("StoryCog")
     real = cog._stream
 
-    async def kill_midway(interaction, request):
+    async def kill_midway(interaction, request, began):
         os.kill(pid, signal.SIGKILL)
-        return await real(interaction, request)
+        return await real(interaction, request, began)
 
+    failures = bot.metrics.registry.get_sample_value("quill_stories_failed_total")
+    restarts = bot.generator.restarts
     monkeypatch.setattr(cog, "_stream", kill_midway)
     failed = await continue_tale(bot, view, guild)
     monkeypatch.setattr(cog, "_stream", real)
     assert "stopped unexpectedly" in ephemeral_text(failed)
+    assert bot.metrics.registry.get_sample_value("quill_stories_failed_total") == failures + 1
     tale = await bot.gallery.get(guild, tale_id(view))
     assert tale.chapters == 1 and tale.text.startswith("Snape")  # the first chapter is kept
     await bot.generator.wait_ready(60)
+    assert bot.generator.restarts == restarts + 1
     again = await continue_tale(bot, view, guild)  # and the turn was given back
     assert "chapter 2" in final_embed(again).title
 

@@ -176,3 +176,35 @@ async def test_two_shard_processes_share_postgresql_and_survive_a_kill(postgres_
         if db is not None:
             await db.close()
         await fake.close()
+
+
+def test_settings_read_the_database_url_shards_and_metrics_port():
+    import pytest
+
+    from bot.settings import Settings, SettingsError
+
+    read = Settings.from_env({"QUILL_DATABASE": "postgresql://quill:secret@db.example/quill", "QUILL_SHARD_COUNT": "4",
+                              "QUILL_SHARDS": "0-1,3", "QUILL_METRICS_PORT": "9100"}, dotenv=False)
+    assert read.database == "postgresql://quill:secret@db.example/quill"  # not a path: the // stays
+    assert (read.shard_count, read.shard_ids, read.metrics_port) == (4, (0, 1, 3), 9100)
+    assert Settings.from_env({}, dotenv=False).shard_ids is None
+    for env, message in [({"QUILL_SHARDS": "1"}, "needs QUILL_SHARD_COUNT"),
+                         ({"QUILL_SHARD_COUNT": "2", "QUILL_SHARDS": "2"}, "from 0 to 1"),
+                         ({"QUILL_SHARD_COUNT": "2", "QUILL_SHARDS": "one"}, "shard numbers such as"),
+                         ({"QUILL_SHARD_COUNT": "2", "QUILL_SHARDS": "1-0"}, "shard numbers such as"),
+                         ({"QUILL_METRICS_PORT": "70000"}, "a port number"),
+                         ({"QUILL_SHARD_COUNT": "two"}, "QUILL_SHARD_COUNT must be a whole number")]:
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env(env, dotenv=False)
+
+
+def test_a_machine_without_postgresql_is_told_how_to_install_it(monkeypatch):
+    import pytest
+
+    from bot import local_postgres
+
+    monkeypatch.setenv("QUILL_PG_BIN", "/nowhere")
+    monkeypatch.setattr(local_postgres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_postgres.glob, "glob", lambda pattern: [])
+    with pytest.raises(local_postgres.PostgresMissing, match="apt-get install postgresql"):
+        local_postgres.LocalPostgres()
