@@ -217,11 +217,13 @@ def feed_text(history, matches, length, run_start, ids, classes, separator):
 
 @njit(error_model="numpy", cache=True)
 def predict_row(history, matches, length, run_start, classes, weights, names_only, name_weight):
-    """memory.predict_rows for one row: (following id, weight, whether a name may begin)."""
+    """memory.predict_rows for one row: (following id, weight, whether a name may begin); the id
+    is the batch rule's wherever the weight is above 0 (a silent memory predicts nothing)."""
     best, longest = 0, 0
-    for j in range(length):
-        if matches[j] > 0 and matches[j] >= longest:  # the longest, and of those the latest
-            best, longest = j, matches[j]
+    if run_start >= 0 or not names_only:  # names only: outside a name the memory is silent, so skip the search
+        for j in range(length):
+            if matches[j] > 0 and matches[j] >= longest:  # the longest, and of those the latest
+                best, longest = j, matches[j]
     speaks = longest > 0
     if names_only:
         speaks = speaks and run_start >= 0 and longest >= length - run_start + 1

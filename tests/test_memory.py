@@ -75,7 +75,8 @@ def test_the_one_row_kernels_are_the_batch_rule(names_only):
         for b in range(4):
             one = kernels.predict_row(rows.history[b], rows.matches[b], rows.length[b], rows.run_start[b],
                                       memory.classes, memory.weights, names_only, memory.name_weight)
-            assert (one[0], one[1], one[2]) == (following[b], weight[b], name_start[b])
+            assert (one[1], one[2]) == (weight[b], name_start[b])
+            assert one[1] == 0 or one[0] == following[b]  # a silent memory predicts nothing
             row_p = p[b].copy()
             kernels.mix_row(row_p, logits[b].astype(np.float32), one[0], one[1], one[2], rows.initials[b],
                             memory.classes, memory.name_share)

@@ -130,3 +130,10 @@ def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(
             on, off = result[f"{label}_{name}_on_chars_per_s"], result[f"{label}_{name}_off_chars_per_s"]
             assert on > 0 and off > 0
             assert result[f"{label}_{name}_on_vs_off"] == pytest.approx(on / off, rel=0.01)
+
+def test_bench_generate_times_the_memory_in_the_engine_at_pinned_thread_counts(remembering_bundle):
+    from train.bench_generate import memory_cost_in_the_engine
+
+    result = memory_cost_in_the_engine(remembering_bundle, 64, rounds=1)
+    assert {key.split("_rows_")[0] for key in result} == {"engine_1", "engine_64"}
+    assert all(ratio > 0 for ratio in result.values())

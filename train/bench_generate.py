@@ -114,6 +114,51 @@ async def _side_by_side(model_dir: Path, length: int, option: str, rounds: int =
     return result
 
 
+def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> dict:
+    """The memory's own cost: the CPU engine's steps with the memory on and off, alternating in one
+    process on the same rows (the default cast and PROMPT), at each thread count pinned. Two
+    generator processes side by side (above) also measure how each one's thread chooser happened to
+    settle, which on this shared machine swings either way by 20-30 % at one request."""
+    import numpy as np
+
+    from model.bundle import load_network
+    from model.engine import FusedEngine
+    from model.memory import initials_of, names_in, new_rows
+
+    bundle, network = load_network(model_dir, memory=True)
+    if network.memory is None:
+        return {}
+    engine, vocab = FusedEngine(network), bundle.vocab
+    cast = usable_cast(default_cast(), vocab)
+    prompt = vocab.encode(PROMPT)
+    steps = 16
+
+    def rate(rows: int, memory_on: bool) -> float:
+        logits, state = engine.prime([prompt] * rows)
+        memory = new_rows(engine.memory, [prompt] * rows, [[vocab.encode(e) for e in cast]] * rows,
+                          np.array([initials_of(engine.memory, vocab.index, names_in(PROMPT, cast), cast)] * rows)
+                          ) if memory_on else None
+        draws = np.random.default_rng(0).random((rows, length))
+        started = time.perf_counter()
+        for at in range(0, length - steps + 1, steps):
+            _, logits, state, memory = engine.generate(logits, state, draws[:, at:at + steps], np.full(rows, 0.5),
+                                                       np.zeros(rows, np.int64), np.ones(rows), memory)
+        return rows * (length // steps * steps) / (time.perf_counter() - started)
+
+    result = {}
+    for threads in engine.threads.options:
+        engine.threads.pick = lambda rows, threads=threads: threads  # pinned: this instance only
+        for rows in (1, 64):
+            rate(rows, True), rate(rows, False)  # warm-up
+            on, off = [], []
+            for _ in range(rounds):
+                on.append(rate(rows, True))
+                off.append(rate(rows, False))
+            result[f"engine_{rows}_rows_{threads}_threads_memory_on_vs_off"] = round(
+                statistics.median(on) / statistics.median(off), 3)
+    return result
+
+
 async def _measure(model_dir: Path, length: int) -> dict:
     result = {"generator_ready_warm_s": round(await _ready_seconds(model_dir), 2),
               "quill_story_wall_s": round(_quill_story_seconds(model_dir), 2)}
@@ -167,6 +212,7 @@ async def _measure(model_dir: Path, length: int) -> dict:
         await generator.close()
     result.update(await _side_by_side(model_dir, length, "check_words"))
     result.update(await _side_by_side(model_dir, length, "memory"))
+    result.update(memory_cost_in_the_engine(model_dir, length))
     return result
 
 
