@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def shipped_model() -> Path:
-    """The checkout's models/default; an installed package carries a copy as data files (pyproject)."""
+    """The checkout's models/default; an installed package carries a copy as data files (pyproject),
+    which pip puts under its scheme's data folder (sys.prefix in a venv, /usr/local for a system
+    Python on Debian)."""
     checkout = ROOT / "models" / "default"
-    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "quill" / "models" / "default"
+    installed = Path(sysconfig.get_path("data")) / "share" / "quill" / "models" / "default"
+    return checkout if checkout.is_dir() else installed
 
 
 class SettingsError(ValueError):
