@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bot.backends import DatabaseError, IntegrityError, connect  # noqa: F401 (the stores' errors, named here)
+from bot.backends import connect
 from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, STORY_LENGTH,
                         TEMPERATURE, TOGETHER_LENGTH)
 from model.memory import MAX_CAST, default_cast

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import QuillBot
-from bot.db import IntegrityError
+from bot.backends import DatabaseError, IntegrityError
 from bot.console import invoke_command, press_button
 from bot.settings import Settings
 from tests.helpers import all_sends, button, ephemeral_text, final_embed, label, make_interaction, tale_id
@@ -351,7 +351,7 @@ def test_a_refused_token_is_one_clear_line_and_exit_1(monkeypatch, capsys, tmp_p
 
 
 async def test_unusable_database_file_is_a_clear_error(tmp_path):
-    from bot.db import Database, DatabaseError
+    from bot.db import Database
 
     (tmp_path / "folder.db").mkdir()
     with pytest.raises(DatabaseError, match="cannot open the database .*folder.db"):
@@ -510,7 +510,7 @@ async def test_a_failing_migration_leaves_nothing_half_done(tmp_path, monkeypatc
     from bot import db
 
     monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, "CREATE TABLE half (x INTEGER); CREATE TABLE half (y);"])
-    with pytest.raises(db.DatabaseError):
+    with pytest.raises(DatabaseError):
         await db.Database.open(tmp_path / "t.db")
     monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:-1])
     database = await db.Database.open(tmp_path / "t.db")

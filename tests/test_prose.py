@@ -1,6 +1,5 @@
 """Issue 8: text as prose, cleaning, held-out books, bits per word, quill eval, recipes, warm starts."""
 import json
-import math
 
 import numpy as np
 import pytest

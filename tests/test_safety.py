@@ -216,7 +216,7 @@ async def test_no_blocked_word_on_any_path_and_servers_keep_their_own_words(bot)
     for g in (guild, other):
         await bot.guild_settings.update(g, temperature=1.5, cooldown_seconds=0)
     words = WordFilter.of([BLOCKED])
-    shown, filtered_somewhere = [], 0
+    shown = []
     for seed in range(40):
         i = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=100 + seed),
                       start="Harry saw the", length=200, seed=seed)

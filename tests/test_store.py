@@ -7,7 +7,8 @@ import pytest
 import pytest_asyncio
 
 from bot import db
-from bot.db import ChapterLimit, Database, GalleryStore, GuildSettingsStore, IntegrityError
+from bot.backends import DatabaseError, IntegrityError
+from bot.db import ChapterLimit, Database, GalleryStore, GuildSettingsStore
 
 GUILD = 2**62 + 12345  # Discord ids need 64 bits
 
@@ -185,7 +186,7 @@ async def test_exactly_one_process_claims_the_command_sync(database_location):
 async def test_an_unreachable_postgresql_is_a_clear_error():
     from bot.local_postgres import free_port
 
-    with pytest.raises(db.DatabaseError, match=r"cannot open the database postgresql://quill:\*\*\*@127.0.0.1"):
+    with pytest.raises(DatabaseError, match=r"cannot open the database postgresql://quill:\*\*\*@127.0.0.1"):
         await Database.open(f"postgresql://quill:secret@127.0.0.1:{free_port()}/nothing")
 
 
