@@ -32,8 +32,9 @@ class DatabaseError(ValueError):
     """The database cannot be opened or migrated; the message names it."""
 
 
-class IntegrityError(ValueError):
-    """A write broke a rule of the schema (a CHECK, a key)."""
+class IntegrityError(Exception):
+    """A write broke a rule of the schema (a CHECK, a key): a bug, not a member's mistake, so not a
+    ValueError (the cogs show a store's ValueError to the member)."""
 
 
 def is_postgres(location: str) -> bool:
@@ -117,8 +118,7 @@ class SQLiteBackend:
             return [dict(row) for row in await cur.fetchall()]
 
     async def execute(self, sql: str, *args) -> int:
-        with _integrity(sqlite3.IntegrityError):
-            cur = await self.conn.execute(sql, args)
+        cur = await self.conn.execute(sql, args)
         return cur.rowcount
 
     async def lock(self, *key) -> None:

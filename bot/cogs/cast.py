@@ -37,7 +37,7 @@ class CastCog(commands.Cog):
         except ValueError as e:
             raise MemberError(f"{e}.") from None
         await reply_privately(interaction, f"Added to the cast: **{discord.utils.escape_markdown(entry)}**." if added
-                          else f"**{discord.utils.escape_markdown(entry)}** is in the cast already.")
+                                  else f"**{discord.utils.escape_markdown(entry)}** is in the cast already.")
 
     @cast.command(name="remove", description="Take an entry out of this server's cast")
     @app_commands.describe(entry="An entry from /cast list")
@@ -46,7 +46,7 @@ class CastCog(commands.Cog):
         shown = discord.utils.escape_markdown(" ".join(entry.split()))
         removed = await self.bot.casts.remove(interaction.guild_id, " ".join(entry.split()))
         await reply_privately(interaction, f"Taken out of the cast: **{shown}**." if removed
-                          else f"**{shown}** is not in this server's cast (see /cast list).")
+                                  else f"**{shown}** is not in this server's cast (see /cast list).")
 
     @cast.command(name="list", description="This server's cast")
     async def list(self, interaction: discord.Interaction):

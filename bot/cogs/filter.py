@@ -35,7 +35,7 @@ class FilterCog(commands.Cog):
         except ValueError as e:
             raise MemberError(f"{e}.") from None
         await reply_privately(interaction, f"Blocked on this server: ||{word}||." if added
-                          else f"||{word}|| was already blocked on this server.")
+                                  else f"||{word}|| was already blocked on this server.")
 
     @words.command(name="remove", description="Allow a word this server blocked")
     @app_commands.describe(word="A word from /filter list")
@@ -44,7 +44,7 @@ class FilterCog(commands.Cog):
         word = checked(word)  # as /filter add wrote it
         removed = await self.bot.word_lists.remove(interaction.guild_id, word)
         await reply_privately(interaction, f"Allowed again: ||{word}||." if removed
-                          else f"||{word}|| is not on this server's list (the shipped list cannot be changed).")
+                                  else f"||{word}|| is not on this server's list (the shipped list cannot be changed).")
 
     @words.command(name="list", description="The words this server blocks")
     async def list(self, interaction: discord.Interaction):
