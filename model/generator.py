@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.memory import MAX_CAST, MemoryRows, check_entry, initials_of, names_in, new_rows
-from model.safety import SEPARATORS, WordFilter, clean_word, shipped_words
+from model.safety import WordFilter, clean_word, shipped_words, token_start
 from model.sampler import StoryEnd
 from model.vocab import UnknownCharacters, Vocabulary
 
@@ -150,11 +150,11 @@ def checked_cast_entry(entry, vocab: Vocabulary, blocked: tuple[str, ...] = (), 
         entry = entry if normalised else check_entry(vocab.normalised(entry))
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
+    if word_filter(tuple(blocked)).spans(entry):  # in general terms: the refusal is no echo
+        raise InvalidRequest("the entry has a word that is not allowed here; please choose other words")
     unknown = vocab.unknown(entry)
     if unknown:
         raise InvalidRequest(str(UnknownCharacters(unknown)))
-    if word_filter(tuple(blocked)).spans(entry):  # in general terms: the refusal is no echo
-        raise InvalidRequest("the entry has a word that is not allowed here; please choose other words")
     return entry
 
 
@@ -236,17 +236,12 @@ class _Row:
     def blocked_at(self) -> int | None:
         """Where a blocked word that the new text completes begins (a word is complete once a
         character follows it); None when all is clean. The answer is the one a check after every
-        character would give, so it does not depend on where runs end: a word ended by "!" or "|"
-        can go on past it ("weed!" is a word, "weed!r" another), so the text is also read as it
-        stood at each of those; every other end of a word is final."""
+        character would give, so it does not depend on where runs end: a word can go on past a
+        character that is not a letter ("weed!r", "re-tard", "a s s e t" reads "asset"), so the
+        text is also read as it stood at each of those."""
         text = self.text
-        begin = self.checked
-        while begin > self.primed and text[begin - 1].isalnum():
-            begin -= 1  # back to the start of a word that was still being written
-        while (begin - 2 >= self.primed and text[begin - 1] in SEPARATORS and text[begin - 2].isalnum()
-               and (begin - 3 < self.primed or not text[begin - 3].isalnum())):
-            begin -= 2  # and of a word spelled out letter by letter ("n i g g"), which may go on
-        ends = [end for end in range(self.checked + 1, len(text)) if text[end - 1] in "!|"] + [len(text)]
+        begin = token_start(text, self.checked, self.primed)  # a word still being written, or spelled out
+        ends = [end for end in range(self.checked + 1, len(text)) if not text[end - 1].isalnum()] + [len(text)]
         for end in ends:
             for a, b in self.filter.spans(text[begin:end]):
                 if begin + b < end:

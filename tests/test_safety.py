@@ -5,11 +5,17 @@ from model.safety import WordFilter, shipped_filter
 from tests.conftest import BLOCKED
 
 EVASIONS = ["nigger", "NIGGER", "Nigger!", "niiiggerrr", "n1gg3r", "n!gger", "n.i.g.g.e.r", "n i g g e r",
-            "n-i-g-g-e-r", "niggers", "nigga", "coons", "Negroes", "niggerish", "xnigger", "niggerx", "xn1ggerr"]
+            "n-i-g-g-e-r", "niggers", "nigga", "coons", "Negroes", "niggerish", "xnigger", "niggerx", "xn1ggerr",
+            # round 3: accents, joined words, mixed, comma and apostrophe separators, other scripts, invisibles
+            "rétard", "Rétard", "RÉTARD", "négro", "re-tard", "ré-tard", "re\u2011tard", "r,e,t,a,r,d", "r.e-t.a-r.d",
+            "r'e't'a'r'd", "r\u2019e\u2019t\u2019a\u2019r\u2019d", "r, e, t, a, r, d", "r e t a r d", "n'i'g'g'e'r",
+            "nìgg\u0435r", "r\u200betard", "ｒｅｔａｒｄ", "kïke", "spïcs", "co-ons", "nig-ger"]
 INNOCENT = ["Scunthorpe", "assassin", "cocktail", "Dick Whittington", "spicy", "spice", "injunction",
             "squawk", "Pakistan", "the Niger river", "Yiddish", "a chink of light", "the fags at school",
             "the fairy", "a spook", "sniggered", "snigger", "bigger", "digger", "class", "Niger", "Montenegro",
-            "raccoon", "twopence", "the Woggle-Bug", "unsuspicious", "the Growleywogs"]
+            "raccoon", "twopence", "the Woggle-Bug", "unsuspicious", "the Growleywogs",
+            "naïve", "café", "façade", "re-enter", "co-operate", "Montenegro's", "don't", "I'm", "Harry's",
+            "a raccoon-skin cap", "the Niger-delta", "ne'er-do-well", "a s-s-snake", "Dr. Kike-Jones"[:3]]
 
 
 @pytest.mark.parametrize("text", EVASIONS)
@@ -20,6 +26,69 @@ def test_the_usual_evasions_are_caught(text):
 @pytest.mark.parametrize("text", INNOCENT)
 def test_classic_false_positives_pass(text):
     assert not shipped_filter().find(text), text
+
+
+def oracle(text: str) -> bool:
+    """Not the filter: fold accents and look-alikes by another road, keep the letters, look for a listed word."""
+    import unicodedata
+
+    from model.safety import shipped_words
+
+    def squeezed(s):  # repeats run together: "niiigger" -> "niger"
+        return "".join(c for i, c in enumerate(s) if i == 0 or s[i - 1] != c)
+
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u0435", "e").translate(str.maketrans("013!", "oiei"))
+    letters = squeezed("".join(c for c in unicodedata.normalize("NFKD", text) if "a" <= c <= "z"))
+    return any(squeezed(word) in letters for word in shipped_words())
+
+
+@pytest.mark.parametrize("text", EVASIONS)
+def test_each_evasion_holds_a_listed_word_by_an_oracle_and_is_masked(text):
+    assert oracle(text), text  # the oracle agrees it is one
+    masked = shipped_filter().mask(f"and then {text} he said")
+    assert not oracle(masked.replace("and then", "").replace("he said", "")), masked
+    assert masked.startswith("and then ") and masked.endswith(" he said")
+
+
+@pytest.mark.parametrize("text", EVASIONS)
+def test_evasions_are_refused_in_starts_lines_and_cast_entries(text, weedy, weedy_bundle):
+    from model.generator import GeneratorConfig, InvalidRequest, StoryRequest, checked_cast_entry
+
+    vocab, _ = weedy
+    with pytest.raises(InvalidRequest, match="not allowed here"):
+        StoryRequest(f"Harry and {text}", 200).validated(vocab, GeneratorConfig(model=weedy_bundle))
+    with pytest.raises(InvalidRequest, match="not allowed here"):
+        checked_cast_entry(text.title()[:40], vocab)
+
+
+def test_a_word_read_before_its_join_is_still_read_after_it():
+    """A check after every character: "a s s" is blocked before "e t" makes it "asset"."""
+    from model.generator import StoryRequest, _Row
+
+    row = _Row(1, StoryRequest("Harry", 100, seed=1, blocked_words=("ass",)), 0.1)
+    row.text += " said a s s e t and"  # one run of the engine
+    assert row.blocked_at() == len("Harry said ")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_scanning_from_the_token_start_finds_what_a_whole_scan_finds(seed):
+    import random
+
+    from model.safety import token_start
+
+    rng = random.Random(seed)
+    words = WordFilter.of(["tard", "ass", "nig"])
+    text = "".join(rng.choice(["ta", "rd", "a", "s", " ", ", ", "-", "'", "n", "i g", "é", "x", ". "])
+                   for _ in range(60))
+    for end in range(1, len(text) + 1):
+        floor = rng.randrange(0, end)
+        while floor and not text[floor - 1].isspace():  # a floor is where a checked text began
+            floor -= 1
+        start = token_start(text, end, floor)
+        assert floor <= start <= end
+        whole = [(a, b) for a, b in words.spans(text[floor:end]) if floor + b > start]
+        part = [(a + start - floor, b + start - floor) for a, b in words.spans(text[start:end])]
+        assert part == whole, (text[floor:end], start - floor)
 
 
 def test_server_words_are_whole_words_too():
@@ -208,6 +277,22 @@ async def test_a_blocked_start_is_refused_and_nothing_is_written(bot):
     assert (await bot.gallery.page(guild, 0, "new"))[0] == []
     i = await run(bot, "story", make_interaction(bot, guild_id=guild), start="the n1gger")  # the shipped list
     assert "not allowed here" in ephemeral_text(i)
+
+
+async def test_a_display_name_with_a_blocked_word_is_masked_where_tales_show_it(bot):
+    guild = next(guilds)
+    await bot.guild_settings.update(guild, cooldown_seconds=0)
+    await run(bot, "filter add", moderator(bot, guild), word=BLOCKED)
+    for name in (f"*{BLOCKED[:4]}-{BLOCKED[4:]}*", "r.e-t.a-r.d", "Rétard"):
+        i = await run(bot, "story", make_interaction(bot, guild_id=guild, name=name), start="Harry", length=100)
+        view = i.edit_original_response.call_args.kwargs["view"]
+        tale = await bot.gallery.get(guild, tale_id(view))
+        assert "\u25a0" in tale.author_name and not shipped_filter().find(tale.author_name), tale.author_name
+        assert not WordFilter.of([BLOCKED]).find(tale.author_name)
+        await press(view, "Save", make_interaction(bot, guild_id=guild))
+    gallery = await run(bot, "gallery", make_interaction(bot, guild_id=guild), sort="new")
+    writers = [f.value.rsplit("\n— ", 1)[1] for f in gallery.response.send_message.call_args.kwargs["embed"].fields]
+    assert "\\*" in writers[-1] and "\u25a0" in writers[-1]  # markdown shown as written, the word hidden
 
 
 async def test_no_blocked_word_on_any_path_and_servers_keep_their_own_words(bot):

@@ -267,7 +267,7 @@ def bench_filter(model_dir: Path, corpus: list[Path], stories: int, temperature:
     from model.safety import shipped_filter
     from train.corpus import find_text_files
 
-    result = {"model": str(model_dir)}
+    result = {"model": str(model_dir), "hostile_text": hostile_text_cost()}
     if corpus:
         matched, words = Counter(), 0
         for path in find_text_files(corpus):
@@ -279,6 +279,59 @@ def bench_filter(model_dir: Path, corpus: list[Path], stories: int, temperature:
         result["corpus_matches_per_million_words"] = round(sum(matched.values()) / words * 1e6, 1)
     result.update(asyncio.run(_filter_stories(model_dir, stories, temperature, starts)))
     return result
+
+
+def hostile_texts() -> dict[str, str]:
+    """Texts built to be slow to filter, each as long as Discord lets a member make it: a start,
+    a line written together, a cast entry, a display name, and a whole story masked for display."""
+    from bot.limits import LINE, START
+    from model.memory import ENTRY_CHARS
+
+    forms = {"spelled out": "a " * 1000, "mixed separators": "r.e-t,a'r " * 300, "one long word": "a" * 2000,
+             "two letters": "ab" * 1000, "joined": "ab-" * 700, "accents": "é" * 2000, "almost a word": "nigge" * 400,
+             "joined almost words": "nigge-" * 400, "spelled accents": "é " * 1000, "words": "abc " * 500}
+    out = {}
+    for form, text in forms.items():
+        for where, most in (("start", START.high), ("line", LINE.high), ("cast entry", ENTRY_CHARS),
+                            ("display name", 32), ("story", 4000)):
+            out[f"{form} / {where}"] = (text * (most // len(text) + 1))[:most]
+    return out
+
+
+def hostile_text_cost(repeats: int = 5) -> dict:
+    """The filter's worst time on a hostile text, with the shipped list alone and with a server list
+    of 500 words, once the list is compiled (the bot compiles it off its event loop) and with no
+    verdict remembered: the median of `repeats`. And the time the compiling takes."""
+    import random
+    import string
+
+    from bot.limits import MAX_SERVER_WORDS
+    from model.safety import WordFilter, forget_verdicts, shipped_words
+
+    rng = random.Random(0)
+    server = frozenset("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 12)))
+                       for _ in range(MAX_SERVER_WORDS))
+    out = {}
+    for lists, words in (("shipped list", shipped_words()), ("with 500 server words", shipped_words() | server)):
+        t = time.perf_counter()
+        word_filter = WordFilter(words).prepare()
+        compile_ms = (time.perf_counter() - t) * 1000
+        times = {}
+        for name, text in hostile_texts().items():
+            runs = []
+            for _ in range(repeats):
+                forget_verdicts()
+                t = time.perf_counter()
+                word_filter.spans(text)
+                runs.append(time.perf_counter() - t)
+            times[name] = statistics.median(runs) * 1000
+        member_input = {k: v for k, v in times.items() if not k.endswith("/ story")}
+        worst = max(member_input, key=member_input.get)
+        worst_story = max((k for k in times if k.endswith("/ story")), key=times.get)
+        out[lists] = {"compile_ms": round(compile_ms, 1),
+                      "worst_member_text_ms": round(times[worst], 2), "worst_member_text": worst,
+                      "worst_story_ms": round(times[worst_story], 2), "worst_story": worst_story}
+    return out
 
 
 async def _filter_stories(model_dir: Path, stories: int, temperature: float, starts: tuple[str, ...]) -> dict:

@@ -8,6 +8,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import MemberError, reply_privately, require_manage_server
+from bot.writing import server_words
 from model.generator import InvalidRequest, checked_cast_entry
 from model.memory import ENTRY_CHARS, MAX_CAST
 
@@ -21,7 +22,7 @@ class CastCog(commands.Cog):
 
     async def checked(self, guild_id: int, entry: str) -> str:
         """An entry as the cast holds it (normalised the model's way), or a refusal saying why."""
-        words = await self.bot.word_lists.words(guild_id)
+        words = await server_words(self.bot, guild_id)
         try:
             return checked_cast_entry(entry, self.bot.generator.vocab, words)
         except InvalidRequest as e:

@@ -6,11 +6,13 @@ from typing import Literal
 
 import discord
 from discord import app_commands
+from discord.utils import escape_markdown
 from discord.ext import commands
 
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.cogs.together import authors
 from bot.errors import NO_MENTIONS, MemberError
+from bot.writing import member_name, server_words
 from bot.views import Paginator
 
 SNIPPET = 180
@@ -50,9 +52,11 @@ class GalleryCog(commands.Cog):
         heading = {"top": "top tales", "new": "newest tales",
                    "reported": "reported tales, hidden (/tale restore or /tale remove)"}[sort]
 
+        words = await server_words(self.bot, guild_id)
+
         async def page(number: int) -> tuple[discord.Embed, int]:
             tales, pages = await store.page(guild_id, number, sort, author.id if author else None)
-            title = f"Gallery: {heading}" + (f" by {author.display_name}" if author else "")
+            title = f"Gallery: {heading}" + (f" by {escape_markdown(member_name(author, words))}" if author else "")
             embed = discord.Embed(title=title, colour=0x7F0909)
             if not tales:
                 embed.description = ("No reported tales." if sort == "reported" else
@@ -63,7 +67,7 @@ class GalleryCog(commands.Cog):
                 writers = (", ".join(authors(t, await store.chapters(guild_id, t.id))) if t.together
                            else t.author_name)
                 embed.add_field(name=f"#{t.id} · {t.start[:80]}{chapters} · 👍 {t.votes}",
-                                value=f"{snippet}\n— {writers[:200]}", inline=False)
+                                value=f"{snippet}\n— {escape_markdown(writers[:200])}", inline=False)
             embed.set_footer(text=f"page {min(number, pages - 1) + 1} of {pages}")
             return embed, pages
 

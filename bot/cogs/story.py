@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import START, STORY_LENGTH
+from bot.writing import member_name, server_words
 from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
@@ -258,7 +259,7 @@ class StoryCog(commands.Cog):
             if settings.channel_id and settings.channel_id not in (interaction.channel_id,
                                                                    thread_parent(interaction)):
                 raise MemberError(f"I write stories in <#{settings.channel_id}> on this server.")
-            words = await bot.word_lists.words(interaction.guild_id)
+            words = await server_words(bot, interaction.guild_id)
             if cast is None:
                 cast = await bot.casts.entries(interaction.guild_id)
             request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
@@ -279,8 +280,9 @@ class StoryCog(commands.Cog):
         async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash, length=request.length,
+                author_name=member_name(user, request.blocked_words), start=start, text=story.text,
+                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
+                length=request.length,
                 cast_entries=request.cast)
 
         tale = await self.write(interaction, request, store)
@@ -302,7 +304,7 @@ class StoryCog(commands.Cog):
 
         async def store(story) -> Chapter:
             [chapter] = await bot.gallery.add_chapters(
-                guild_id, tale.id, [("chapter", user.id, user.display_name, story.written, story.seed)],
+                guild_id, tale.id, [("chapter", user.id, member_name(user, request.blocked_words), story.written, story.seed)],
                 limit=settings.max_chapters)
             return chapter
 

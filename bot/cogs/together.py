@@ -11,6 +11,7 @@ from discord.ext import commands
 from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, story_view, tale_embed
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
+from bot.writing import member_name
 from bot.errors import NO_MENTIONS, MemberError, answer_error
 from model.generator import InvalidRequest
 
@@ -23,7 +24,7 @@ def authors(tale: Tale, chapters: list[Chapter]) -> list[str]:
 
 
 def turn_embed(tale: Tale, line: Chapter, reply: Chapter) -> discord.Embed:
-    text = f"**{line.author_name}:** {line.text.strip()}\n\n{reply.text.strip()}"
+    text = f"**{discord.utils.escape_markdown(line.author_name)}:** {line.text.strip()}\n\n{reply.text.strip()}"
     embed = discord.Embed(title=tale.start[:256], description=text[:EMBED_LIMIT], colour=0x1F5E3A)
     embed.set_footer(text=f"tale #{tale.id} · part {reply.number} · seed {reply.seed}")
     return embed
@@ -98,9 +99,9 @@ class TogetherCog(commands.Cog):
         async def store(story) -> Tale:
             return await bot.gallery.add(
                 guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=user.display_name, start=start, text=story.text, temperature=request.temperature,
-                seed=story.seed, model=story.model, card_hash=story.card_hash, together=True, length=request.length,
-                cast_entries=request.cast)
+                author_name=member_name(user, request.blocked_words), start=start, text=story.text,
+                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
+                together=True, length=request.length, cast_entries=request.cast)
 
         tale = await self.bot.writer.write(interaction, request, store)
         opening = tale_embed(tale)
@@ -141,7 +142,7 @@ class TogetherCog(commands.Cog):
         async def store(story) -> list[Chapter]:
             line = story.text[:story.begins]
             return await bot.gallery.add_chapters(
-                guild_id, tale.id, [("line", user.id, user.display_name, line, 0),
+                guild_id, tale.id, [("line", user.id, member_name(user, request.blocked_words), line, 0),
                                     ("reply", *BOT_AUTHOR, story.written, story.seed)],
                 limit=TOGETHER_MAX_PARTS)
 
