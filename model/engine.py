@@ -19,6 +19,7 @@ import copy
 import importlib.util
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -76,6 +77,17 @@ class _LSTM:
         c = f * c + i * m.tanh(g[:, 2 * u:3 * u])
         h = o * m.tanh(c)
         return h, m.concatenate([h, c], axis=1)
+
+
+class Run(NamedTuple):
+    """What a run of steps gives back, a row per request: the characters drawn (rows, steps), their
+    scores (the natural log-probability of each at temperature 1, with the memory mixed in as
+    drawn: what a critic reads), and the logits, state and memory to go on from."""
+    ids: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    state: np.ndarray
+    memory: "tale_memory.MemoryRows | None"
 
 
 class NumpyEngine:
@@ -150,22 +162,27 @@ class NumpyEngine:
     def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
         """uniforms.shape[1] steps for every row: sample from the row's logits with its own
         uniform draw (and the tale's `memory` rows, model.memory.MemoryRows, when given), then feed
-        the character. Returns ids (rows, steps), logits, state, memory."""
-        ids = np.empty(uniforms.shape, np.int64)
+        the character. Returns a Run."""
+        ids, scores = np.empty(uniforms.shape, np.int64), np.empty(uniforms.shape, np.float64)
         for t in range(uniforms.shape[1]):
-            ids[:, t], memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, np)
+            ids[:, t], scores[:, t], memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory,
+                                                           np)
             logits, state = self.step(ids[:, t], state)
-        return ids, np.asarray(logits), np.asarray(state), memory
+        return Run(ids, scores, np.asarray(logits), np.asarray(state), memory)
 
     def _sample(self, logits, uniforms, temperature, top_k, top_p, memory, xp):
-        """One character per row, and the memory after it."""
+        """One character per row, its score (see Run), and the memory after it."""
         p = distribution_rows(logits, temperature, top_k, top_p, xp, self.paragraph_id)
-        if memory is None:
-            return draw_rows(p, uniforms, xp), None
-        following, weight, name_start = tale_memory.predict_rows(xp, self.memory, memory)
-        p = tale_memory.mix_rows(xp, self.memory, p, logits, following, weight, name_start, memory.initials)
+        ones = xp.ones_like(temperature)
+        q = distribution_rows(logits, ones, xp.zeros_like(top_k), ones, xp)
+        if memory is not None:
+            following, weight, name_start = tale_memory.predict_rows(xp, self.memory, memory)
+            p = tale_memory.mix_rows(xp, self.memory, p, logits, following, weight, name_start, memory.initials)
+            q = tale_memory.mix_rows(xp, self.memory, q, logits, following, weight, name_start, memory.initials)
         ids = draw_rows(p, uniforms, xp)
-        return ids, tale_memory.feed_rows(xp, self.memory, memory, ids)
+        chosen = xp.take_along_axis(q, ids[:, None], axis=1)[:, 0] / xp.sum(q, axis=1)
+        scores = xp.log(xp.maximum(chosen, 1e-300))
+        return ids, scores, None if memory is None else tale_memory.feed_rows(xp, self.memory, memory, ids)
 
 
 class ThreadChooser:
@@ -263,9 +280,9 @@ class FusedEngine(NumpyEngine):
         threads = self.threads.pick(rows)
         numba.set_num_threads(threads)
         started = time.perf_counter()
-        ids = kernels.generate(logits, state, *settings, self.paragraph_id, *held, *tables, *self._weights)
+        ids, scores = kernels.generate(logits, state, *settings, self.paragraph_id, *held, *tables, *self._weights)
         self.threads.record(rows, threads, time.perf_counter() - started)
-        return ids, logits, state, None if memory is None else held
+        return Run(ids, scores, logits, state, None if memory is None else held)
 
 
 class DeviceEngine(NumpyEngine):
@@ -311,13 +328,15 @@ class DeviceEngine(NumpyEngine):
         return self.ops.where(reading, new_logits, logits), self.ops.where(reading, new_state, state)
 
     def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p, memory):
-        ids = []
+        ids, scores = [], []
         memory = None if memory is None else tale_memory.MemoryRows(*memory)
         for t in range(uniforms.shape[1]):  # a short run, unrolled: same code on every backend
-            sampled, memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, self.ops)
+            sampled, score, memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, self.ops)
             ids.append(sampled)
+            scores.append(score)
             logits, state = self._device_step(ids[-1], state)
-        return self.ops.stack(ids, axis=1), logits, state, None if memory is None else tuple(memory)
+        return (self.ops.stack(ids, axis=1), self.ops.stack(scores, axis=1), logits, state,
+                None if memory is None else tuple(memory))
 
     def _pad(self, a, dtype, fill):
         a = np.asarray(a, dtype)
@@ -340,14 +359,15 @@ class DeviceEngine(NumpyEngine):
         device_types = (np.int32, np.int32, np.int32, np.int32, np.float32)
         held = None if memory is None else tuple(self._pad(a, dtype, 1 if i == 2 else 0)  # length 1: a padding row
                                                  for i, (a, dtype) in enumerate(zip(memory, device_types)))
-        ids, logits, state, held = self._generate(
+        ids, scores, logits, state, held = self._generate(
             self._pad(logits, np.float32, 0), self._pad(state, np.float32, 0), self._pad(uniforms, np.float32, 0.5),
             self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1),
             held)
         rows = len(uniforms)
         memory = None if held is None else tale_memory.MemoryRows(
             *(np.asarray(a)[:rows].astype(mine.dtype) for a, mine in zip(held, memory)))
-        return np.asarray(ids)[:rows], np.asarray(logits)[:rows], np.asarray(state)[:rows], memory
+        return Run(np.asarray(ids)[:rows], np.asarray(scores)[:rows].astype(np.float64), np.asarray(logits)[:rows],
+                   np.asarray(state)[:rows], memory)
 
 
 def _prompt_matrix(prompts):

@@ -359,7 +359,7 @@ class Scheduler:
         if not self.rows:
             return []
         uniforms = np.stack([row.rng.random(self.steps_per_call) for row in self.rows])
-        ids, self.logits, self.state, self.memory = self.engine.generate(
+        ids, _, self.logits, self.state, self.memory = self.engine.generate(
             self.logits, self.state, uniforms, self.settings[:, 0], self.settings[:, 1].astype(np.int64),
             self.settings[:, 2], self.memory)
         out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()

@@ -353,21 +353,29 @@ def prime(ids, lengths, logits, state, table, weights, biases, layout):
 
 
 @njit(error_model="numpy", cache=True)
-def _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory):
+def _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory):
     """Row b's character t: drawn from its logits (and its memory, where `history` has columns),
-    then fed to the memory. (Not inlined: inlined into the prange loop, numba 0.6x mis-compiled its
-    writes, and the engines' agreement test caught it.)"""
+    then fed to the memory; its score is its natural log-probability at temperature 1, the memory
+    mixed in as drawn (the critic's reading). (Not inlined: inlined into the prange loop, numba
+    0.6x mis-compiled its writes, and the engines' agreement test caught it.)"""
     history, matches, length, run_start, initials, classes, weights, names_only, name_weight, share, separator = memory
-    p = scratch[b]
+    p, q = scratch[0, b], scratch[1, b]
     row_distribution(logits[b], temperature[b], top_k[b], top_p[b], p, paragraph_id)
+    row_distribution(logits[b], 1.0, 0, 1.0, q, -1)
     remember = history.shape[1] > 0
     if remember:
         following, weight, name_start = predict_row(history[b], matches[b], length[b], run_start[b], classes,
                                                     weights, names_only, name_weight)
         mix_row(p, logits[b], following, weight, name_start, initials[b], classes, share)
-    ids[t, b] = draw_row(p, uniforms[b, t])
+        mix_row(q, logits[b], following, weight, name_start, initials[b], classes, share)
+    drawn = draw_row(p, uniforms[b, t])
+    ids[t, b] = drawn
+    total = 0.0
+    for i in range(q.shape[0]):
+        total += q[i]
+    scores[t, b] = np.log(max(q[drawn] / total, 1e-300))
     if remember:
-        length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], ids[t, b], classes,
+        length[b], run_start[b] = feed_row(history[b], matches[b], length[b], run_start[b], drawn, classes,
                                            separator)
 
 
@@ -377,21 +385,25 @@ def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, h
              layout):
     """Steps k = uniforms.shape[1] times for every row: sample a character from the row's logits
     with its own uniform draw (the tale's memory mixed in, where `history` has columns), then feed
-    it. logits, state and the memory's arrays are updated in place; returns the ids (rows, k)."""
+    it. logits, state and the memory's arrays are updated in place; returns the ids (rows, k) and
+    their scores (rows, k; see _write_row)."""
     rows, steps = uniforms.shape
     ids = np.empty((steps, rows), np.int64)
-    scratch = np.empty(logits.shape, np.float64)
+    scores = np.empty((steps, rows), np.float64)
+    scratch = np.empty((2, *logits.shape), np.float64)
     memory = (history, matches, length, run_start, initials, classes, weights, names_only, name_weight, share,
               separator)
     for t in range(steps):
         if rows >= PARALLEL_ROWS:
             for b in prange(rows):
-                _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory)
+                _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
+                           memory)
         else:
             for b in range(rows):
-                _write_row(t, b, ids, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id, memory)
+                _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
+                           memory)
         step(ids[t], logits, state, table, network_weights, biases, layout)
-    return ids.T.copy()
+    return ids.T.copy(), scores.T.copy()
 
 
 def compiled_already() -> bool:

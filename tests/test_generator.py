@@ -85,7 +85,7 @@ def test_engines_agree_with_keras_for_other_shapes(cell, units, tmp_path):
     np.testing.assert_allclose(fused.prime([ids])[0], logits, atol=1e-4)
     # The fused run feeds the ids it samples: check it against Keras on the same characters.
     rows = 9  # wide enough for the row loops to go to threads
-    sampled, fused_logits, _, _ = fused.generate(np.repeat(logits, rows, 0), np.repeat(state, rows, 0),
+    sampled, _, fused_logits, _, _ = fused.generate(np.repeat(logits, rows, 0), np.repeat(state, rows, 0),
                                               np.random.default_rng(0).random((rows, 6)), np.ones(rows),
                                               np.zeros(rows, np.int64), np.ones(rows))
     for row in range(rows):
@@ -100,11 +100,17 @@ def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bun
     logits, state = engine.prime([ids])
     logits, state = np.repeat(logits, 4, 0), np.repeat(state, 4, 0)
     uniforms = np.random.default_rng(3).random((4, 40))
-    want_ids, want_logits, want_state, _ = engine.generate(logits, state, uniforms, *run_settings(4))
-    got_ids, got_logits, got_state, _ = fused.generate(logits, state, uniforms, *run_settings(4))
+    want_ids, want_scores, want_logits, want_state, _ = engine.generate(logits, state, uniforms, *run_settings(4))
+    got_ids, got_scores, got_logits, got_state, _ = fused.generate(logits, state, uniforms, *run_settings(4))
     np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
     np.testing.assert_allclose(got_logits, want_logits, atol=1e-4)
     np.testing.assert_allclose(got_state, want_state, atol=1e-4)
+    # a score is the character's log-probability at temperature 1, read off the logits before it
+    logits_before = np.asarray(bundle.model(np.concatenate([ids, got_ids[0, :-1]])[None, :]))[0, -40:]
+    log_p = logits_before - np.log(np.exp(logits_before - logits_before.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits_before.max(1, keepdims=True)
+    np.testing.assert_allclose(got_scores[0], log_p[np.arange(40), got_ids[0]], atol=1e-4)
     for row in range(4):
         text = np.concatenate([ids, got_ids[row]])[None, :]
         np.testing.assert_allclose(got_logits[row], np.asarray(bundle.model(text))[0, -1], atol=1e-4)
@@ -371,9 +377,10 @@ def test_device_engine_agrees_with_model_keras(bundle, network, engine):
     np.testing.assert_allclose(device.step(ids[:3], state)[0], engine.step(ids[:3], state)[0], atol=1e-4)
     logits, state = np.repeat(logits[:1], 3, 0), np.repeat(state[:1], 3, 0)  # 3 rows, padded to 4 inside
     uniforms = np.random.default_rng(4).random((3, 12))
-    want_ids, want_logits, _, _ = engine.generate(logits, state, uniforms, *run_settings(3))
-    got_ids, got_logits, got_state, _ = device.generate(logits, state, uniforms, *run_settings(3))
+    want_ids, want_scores, want_logits, _, _ = engine.generate(logits, state, uniforms, *run_settings(3))
+    got_ids, got_scores, got_logits, got_state, _ = device.generate(logits, state, uniforms, *run_settings(3))
     np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, atol=1e-4)
     np.testing.assert_allclose(got_logits, want_logits, atol=1e-4)
     assert got_state.shape == state.shape
 

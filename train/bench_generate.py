@@ -141,7 +141,7 @@ def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> 
         draws = np.random.default_rng(0).random((rows, length))
         started = time.perf_counter()
         for at in range(0, length - steps + 1, steps):
-            _, logits, state, memory = engine.generate(logits, state, draws[:, at:at + steps], np.full(rows, 0.5),
+            _, _, logits, state, memory = engine.generate(logits, state, draws[:, at:at + steps], np.full(rows, 0.5),
                                                        np.zeros(rows, np.int64), np.ones(rows), memory)
         return rows * (length // steps * steps) / (time.perf_counter() - started)
 
