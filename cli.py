@@ -164,6 +164,47 @@ def cmd_fit_memory(args) -> int:
     return 0
 
 
+def add_fit_critic(sub) -> None:
+    p = sub.add_parser("fit-critic", help="fit the sentence critic of a bundle (critic.npz, critic.json)",
+                       description="Counts the words of the books the bundle trained on (its held-out books and "
+                                   "each file's validation block left out) and fits the critic's weights to blind "
+                                   "readers' choices between pairs of the model's sentences. --write-pairs writes "
+                                   "a new set of pairs for readers instead.")
+    p.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    p.add_argument("--corpus", nargs="+", metavar="PATH", help=".txt files or folders of them")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--pairs", type=Path, default=CRITIC_PAIRS, help=f"the pairs readers judged (default {CRITIC_PAIRS})")
+    p.add_argument("--judgments", type=Path, nargs="+", default=None, metavar="FILE",
+                   help='the readers\' choices, {"id": N, "better": "a" or "b"} a line '
+                        "(default: judged-*.jsonl beside the pairs)")
+    p.add_argument("--write-pairs", type=Path, metavar="FILE", help="write --count pairs for readers to FILE, and stop")
+    p.add_argument("--count", type=int, default=200, help="pairs to write")
+    p.add_argument("--json", action="store_true")
+
+
+CRITIC_PAIRS = Path("train/critic/pairs.jsonl")
+
+
+def cmd_fit_critic(args) -> int:
+    import json
+
+    from model.memory import default_cast
+    from train.bench_story import STARTS
+    from train.critic_fit import fit_critic, reading_pairs
+
+    model = Path(args.model or default_model())
+    if args.write_pairs:
+        pairs = reading_pairs(model, STARTS, args.count, default_cast())
+        args.write_pairs.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+        print_result({"pairs": len(pairs), "file": str(args.write_pairs)}, args.json)
+        return 0
+    if not args.corpus:
+        raise ValueError("--corpus is needed to count the books' words")
+    judgments = args.judgments or sorted(args.pairs.parent.glob("judged-*.jsonl"))
+    print_result(fit_critic(model, args.corpus, args.pairs, judgments, args.val_fraction, log=notice), args.json)
+    return 0
+
+
 def print_result(result: dict, as_json: bool) -> None:
     import json
 
@@ -363,15 +404,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "fit-memory": cmd_fit_memory, "story": cmd_story, "run": cmd_run,
-            "sync": cmd_sync, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "fit-memory": cmd_fit_memory, "fit-critic": cmd_fit_critic,
+            "story": cmd_story, "run": cmd_run, "sync": cmd_sync, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_eval, add_fit_memory, add_story, add_run, add_sync, add_bench):
+    for add in (add_train, add_eval, add_fit_memory, add_fit_critic, add_story, add_run, add_sync, add_bench):
         add(sub)
     args = parser.parse_args(argv)
     from model.generator import GeneratorError

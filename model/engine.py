@@ -170,8 +170,20 @@ class NumpyEngine:
             logits, state = self.step(ids[:, t], state)
         return Run(ids, scores, np.asarray(logits), np.asarray(state), memory)
 
-    def _sample(self, logits, uniforms, temperature, top_k, top_p, memory, xp):
-        """One character per row, its score (see Run), and the memory after it."""
+    def read(self, logits, state, ids, memory=None) -> Run:
+        """Like `generate`, but the characters are given (ids: rows, steps), not drawn: their
+        scores are what a row that drew them would have been given."""
+        ids = np.asarray(ids, np.int64)
+        scores = np.empty(ids.shape, np.float64)
+        ones = np.ones(len(ids))
+        for t in range(ids.shape[1]):
+            _, scores[:, t], memory = self._sample(logits, ones, ones, np.zeros(len(ids), np.int64), ones, memory, np,
+                                                   ids[:, t])
+            logits, state = self.step(ids[:, t], state)
+        return Run(ids, scores, np.asarray(logits), np.asarray(state), memory)
+
+    def _sample(self, logits, uniforms, temperature, top_k, top_p, memory, xp, forced=None):
+        """One character per row (`forced`, where given), its score (see Run), and the memory after it."""
         p = distribution_rows(logits, temperature, top_k, top_p, xp, self.paragraph_id)
         ones = xp.ones_like(temperature)
         q = distribution_rows(logits, ones, xp.zeros_like(top_k), ones, xp)
@@ -179,7 +191,7 @@ class NumpyEngine:
             following, weight, name_start = tale_memory.predict_rows(xp, self.memory, memory)
             p = tale_memory.mix_rows(xp, self.memory, p, logits, following, weight, name_start, memory.initials)
             q = tale_memory.mix_rows(xp, self.memory, q, logits, following, weight, name_start, memory.initials)
-        ids = draw_rows(p, uniforms, xp)
+        ids = draw_rows(p, uniforms, xp) if forced is None else forced
         chosen = xp.take_along_axis(q, ids[:, None], axis=1)[:, 0] / xp.sum(q, axis=1)
         scores = xp.log(xp.maximum(chosen, 1e-300))
         return ids, scores, None if memory is None else tale_memory.feed_rows(xp, self.memory, memory, ids)

@@ -7,18 +7,20 @@ batching). This module imports no Keras at import time; only the process does.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from model.critic import Candidate, Critic
 from model.memory import MAX_CAST, MemoryRows, check_entry, initials_of, names_in, new_rows
 from model.safety import WordFilter, clean_word, shipped_words, token_start
-from model.sampler import StoryEnd
+from model.sampler import SENTENCE_ENDS, StoryEnd, sentence_end
 from model.vocab import UnknownCharacters, Vocabulary
 
 
@@ -37,6 +39,7 @@ class GeneratorConfig:
     engine: str = "auto"  # auto: the device engine on a GPU, else the CPU one; or "cpu", "device"
     check_words: bool = True  # the word filter; only `quill bench filter` turns it off, to time it
     memory: bool = True  # the tale's memory, where the bundle has one (model.memory); benchmarks turn it off
+    search_width: int = 8  # most candidates per sentence, where the bundle has a critic (1: no search)
 
 
 class GeneratorError(Exception):
@@ -200,6 +203,7 @@ class Story:
     model: str
     card_hash: str
     filtered: int = 0  # times the filter stopped a blocked word and the model chose again
+    width: int = 1  # candidates the critic chose each sentence from (1: no search)
 
     @property
     def seed(self) -> int:
@@ -220,11 +224,16 @@ MAX_FILTERED = 64  # a row the model keeps steering to blocked words ends where 
 
 
 class _Row:
+    """One row of the batch: a story being written, or one of its candidates for the next
+    sentence (`search` is then the story's _Search)."""
+
     def __init__(self, rid: int, request: StoryRequest, flush_seconds: float):
         self.rid, self.request = rid, request
-        self.rng = np.random.default_rng(request.seed)
+        self.stream = (request.seed,)  # where its random draws come from
+        self.rng = np.random.default_rng(self.stream)
         self.text = request.prime
         self.primed = len(self.text)
+        self.drawn_from = self.primed  # the position of its stream's first draw
         self.end = StoryEnd(request.length, self.primed)
         self.sent = len(request.context)  # characters already streamed: the context is not told again
         self.last_flush = time.monotonic() - flush_seconds  # the first word goes out at once
@@ -232,6 +241,21 @@ class _Row:
         self.checked = self.primed  # every complete word before here is clean
         self.banned: dict[int, set[int]] = {}  # position -> ids the filter took away there
         self.filtered = 0
+        self.width = 1  # candidates per sentence (1: no search)
+        self.sentences = 0  # sentences chosen so far
+        self.search: _Search | None = None
+        self.sentence_start = self.primed
+        self.scores: list[float] = []  # a candidate's characters' scores, from sentence_start
+
+    def candidate(self, number: int, search: "_Search") -> "_Row":
+        """A copy that writes the next sentence from here, drawing from its own stream (derived
+        from the story's seed, the sentence and its number)."""
+        row = copy.copy(self)
+        row.banned = {position: set(ids) for position, ids in self.banned.items()}
+        row.search, row.scores = search, list(self.scores)
+        row.stream = (self.request.seed, self.sentences, number)
+        row.rng, row.drawn_from = np.random.default_rng(row.stream), len(self.text)
+        return row
 
     def blocked_at(self) -> int | None:
         """Where a blocked word that the new text completes begins (a word is complete once a
@@ -256,32 +280,131 @@ class _Row:
         self.filtered += 1
         self.text = self.text[:position]
         self.checked = position
-        self.rng = np.random.default_rng(self.request.seed)
-        self.rng.bit_generator.advance(position - self.primed)  # one draw per character
+        self.sentence_start = min(self.sentence_start, position)
+        self.scores = self.scores[:position - self.sentence_start]
+        self.drawn_from = min(self.drawn_from, position)
+        self.rng = np.random.default_rng(self.stream)
+        self.rng.bit_generator.advance(position - self.drawn_from)  # one draw per character
+
+
+@dataclass
+class _Search:
+    """A story row waiting while its candidates write the next sentence."""
+    story: _Row
+    waiting: int  # candidates still writing
+    done: list = field(default_factory=list)  # (number, row, end, arrays) of those that finished
+
+
+class Batch:
+    """The rows being written and their aligned arrays: row i of each array is rows[i]. Only this
+    class adds, keeps, replaces or forks rows, so no caller aligns arrays by hand."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.rows: list[_Row] = []
+        self.logits = np.zeros((0, engine.vocab_size), np.float32)
+        self.state = engine.zero_state(0)
+        self.temperature, self.top_p = np.zeros(0), np.zeros(0)
+        self.top_k = np.zeros(0, np.int64)
+        self.memory = None if engine.memory is None else MemoryRows.empty(engine.vocab_size)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, rows: list[_Row], logits, state, memory: MemoryRows | None) -> None:
+        self.rows += rows
+        self.logits = np.concatenate([self.logits, logits])
+        self.state = np.concatenate([self.state, state])
+        self.temperature = np.concatenate([self.temperature, [r.request.temperature for r in rows]])
+        self.top_k = np.concatenate([self.top_k, np.array([r.request.top_k for r in rows], np.int64)])
+        self.top_p = np.concatenate([self.top_p, [r.request.top_p for r in rows]])
+        if self.memory is not None:
+            self.memory = MemoryRows.concatenate([self.memory, memory])
+
+    def arrays(self, i: int) -> tuple:
+        """Row i's logits, state and memory, as one-row arrays (to park it, or to fork it)."""
+        memory = None if self.memory is None else self.memory.take(np.array([i]))
+        return self.logits[i:i + 1].copy(), self.state[i:i + 1].copy(), memory
+
+    def fork(self, i: int, rows: list[_Row]) -> None:
+        """New rows that go on from where row i stands."""
+        logits, state, memory = self.arrays(i)
+        n = len(rows)
+        self.add(rows, np.repeat(logits, n, 0), np.repeat(state, n, 0),
+                 None if memory is None else memory.take(np.zeros(n, np.int64)))
+
+    def keep(self, keep: np.ndarray) -> None:
+        if keep.all():
+            return
+        self.rows = [row for row, k in zip(self.rows, keep) if k]
+        self.logits, self.state = self.logits[keep], self.state[keep]
+        self.temperature, self.top_k, self.top_p = self.temperature[keep], self.top_k[keep], self.top_p[keep]
+        if self.memory is not None:
+            self.memory = self.memory.take(keep)
+
+    def replace(self, i: int, logits, state, memory: MemoryRows | None) -> None:
+        """Row i starts again from these (one-row) arrays."""
+        if not (self.logits.flags.writeable and self.state.flags.writeable):  # a device engine's arrays
+            self.logits, self.state = np.array(self.logits), np.array(self.state)
+        self.logits[i], self.state[i] = logits[0], state[0]
+        if self.memory is not None:
+            self.memory = MemoryRows(*(np.array(a) for a in self.memory))  # writable: a device engine's may not be
+            self.memory.replace_row(i, memory)
+
+    def run(self, steps: int):
+        """`steps` characters for every row, each from its own stream; the arrays move on. A Run."""
+        uniforms = np.stack([row.rng.random(steps) for row in self.rows])
+        run = self.engine.generate(self.logits, self.state, uniforms, self.temperature, self.top_k, self.top_p,
+                                   self.memory)
+        self.logits, self.state, self.memory = run.logits, run.state, run.memory
+        return run
+
+
+LONGEST_SENTENCE = 300  # characters a candidate may write before it must stop
 
 
 class Scheduler:
-    """Continuous batching over an engine. Rows are kept compact: row i of every array is
-    self.rows[i]. Each call to `advance` writes a short run of characters for every row in one
-    engine call; rows join and leave between runs. A row that ends mid-run keeps only its text up
-    to the end, so its story is the same whatever run length or company it had."""
+    """Continuous batching over an engine (its rows are a Batch). Each call to `advance` writes a
+    short run of characters for every row in one engine call; rows join and leave between runs. A
+    row that ends mid-run keeps only its text up to the end, so its story is the same whatever run
+    length or company it had.
+
+    Sentence search: with a critic, a story admitted while rows are free gets a width K > 1. At
+    each sentence start it forks into K candidate rows that share its state, memory, cast and word
+    list and run in the same batch as every other row; each stops at its sentence's end (with the
+    few characters its run drew past it) or at a cap, and waits. When all K have, the critic keeps
+    one: it becomes the story's row, its sentence is streamed, the others are dropped. K is chosen
+    on admission from the free rows (a busy generator gives 1: no search, stories as before), so the
+    same seed and width tell the same story."""
 
     def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1,
-                 steps_per_call: int = 16, limits: GeneratorConfig | None = None):
-        self.engine, self.vocab = engine, vocab
+                 steps_per_call: int = 16, limits: GeneratorConfig | None = None, critic: Critic | None = None):
+        self.engine, self.vocab, self.critic = engine, vocab, critic
         self.limits = limits or GeneratorConfig(model=Path("."))
         self.flush_chars, self.flush_seconds, self.steps_per_call = flush_chars, flush_seconds, steps_per_call
         self.chars = np.array(list(vocab.chars))
         self.letters = np.array([c.isalpha() for c in vocab.chars])
-        self.rows: list[_Row] = []
-        self.logits = np.zeros((0, engine.vocab_size), np.float32)
-        self.state = engine.zero_state(0)
-        self.settings = np.zeros((0, 3))  # temperature, top_k, top_p
-        self.memory = None if engine.memory is None else MemoryRows.empty(engine.vocab_size)
+        self.batch = Batch(engine)
+        self.searching: list[_Search] = []
+
+    @property
+    def rows(self) -> list[_Row]:
+        return self.batch.rows
 
     @property
     def active(self) -> int:
-        return len(self.rows)
+        return len(self.batch) + len(self.searching)
+
+    @property
+    def stories(self) -> int:
+        return sum(row.search is None for row in self.batch.rows) + len(self.searching)
+
+    def width_for(self, joining: int) -> int:
+        """Candidates per sentence for a story joining now: the rows a full batch leaves each story,
+        at most the configured width; 1 without a critic."""
+        if self.critic is None or self.limits.search_width < 2:
+            return 1
+        return max(1, min(self.limits.search_width, self.limits.max_batch // max(1, self.stories + joining)))
 
     def add(self, joining: list[tuple[int, StoryRequest]]) -> list[tuple]:
         """New rows with fresh zero states, their prompts primed together in one engine call.
@@ -298,17 +421,17 @@ class Scheduler:
                 prompts.append(prompt)
                 rows.append(row)
         if rows:
+            width = self.width_for(len(rows))
             logits, state = self.engine.prime(prompts)
             logits = np.array(logits)  # writable: a device engine's may not be
             for j, row in enumerate(rows):
+                row.width = width
                 self._mask(row, logits[j])
-            self.rows += rows
-            self.logits = np.concatenate([self.logits, logits])
-            self.state = np.concatenate([self.state, state])
-            self.settings = np.concatenate([self.settings, [[row.request.temperature, row.request.top_k,
-                                                             row.request.top_p] for row in rows]])
-            if self.memory is not None:
-                self.memory = MemoryRows.concatenate([self.memory, self._remember(rows)])
+            self.batch.add(rows, logits, state, None if self.batch.memory is None else self._remember(rows))
+            for row in rows:
+                if row.width > 1:
+                    self._fork(len(self.batch) - len(rows) + rows.index(row))
+            self._drop_parked()
         return errors
 
     def _remember(self, rows: list[_Row]) -> MemoryRows:
@@ -331,6 +454,18 @@ class Scheduler:
         for i in row.banned.get(position, ()):
             logits[i] = -np.inf
 
+    def _fork(self, i: int) -> None:
+        """Story row i parks, and its candidates for the next sentence join the batch."""
+        story = self.batch.rows[i]
+        search = _Search(story, story.width)
+        story.search = search  # parked: dropped from the batch by _drop_parked
+        self.batch.fork(i, [story.candidate(n, search) for n in range(story.width)])
+        self.searching.append(search)
+
+    def _drop_parked(self) -> None:
+        self.batch.keep(np.array([not (row.search is not None and row.search.story is row) for row in self.rows],
+                                 bool))
+
     def _filter(self, i: int, row: _Row) -> bool:
         """Rewind row i if its new text completed a blocked word; True if it did."""
         at = row.blocked_at()
@@ -342,36 +477,33 @@ class Scheduler:
         logits, state = self.engine.prime([self.vocab.encode(row.text)])
         logits = np.array(logits)
         self._mask(row, logits[0])
-        if not (self.logits.flags.writeable and self.state.flags.writeable):  # a device engine's arrays
-            self.logits, self.state = np.array(self.logits), np.array(self.state)
-        self.logits[i], self.state[i] = logits[0], state[0]
-        if self.memory is not None:
-            self.memory = MemoryRows(*(np.array(a) for a in self.memory))  # writable: a device engine's may not be
-            self.memory.replace_row(i, self._remember([row]))
+        self.batch.replace(i, logits, state, None if self.batch.memory is None else self._remember([row]))
         return True
 
     def cancel(self, rid: int) -> None:
-        self._keep(np.array([row.rid != rid for row in self.rows], bool))
+        self.searching = [s for s in self.searching if s.story.rid != rid]
+        self.batch.keep(np.array([row.rid != rid for row in self.rows], bool))
 
     def advance(self) -> list[tuple]:
         """Write the next characters of every row; returns ("chunk", rid, text) and
-        ("done", rid, story, times the filter stepped in)."""
+        ("done", rid, story, times the filter stepped in, candidates per sentence)."""
         if not self.rows:
             return []
-        uniforms = np.stack([row.rng.random(self.steps_per_call) for row in self.rows])
-        ids, _, self.logits, self.state, self.memory = self.engine.generate(
-            self.logits, self.state, uniforms, self.settings[:, 0], self.settings[:, 1].astype(np.int64),
-            self.settings[:, 2], self.memory)
+        run = self.batch.run(self.steps_per_call)
         out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()
         for i, row in enumerate(self.rows):
             checked = len(row.text)
-            row.text += "".join(self.chars[ids[i]])
+            row.text += "".join(self.chars[run.ids[i]])
+            row.scores += run.scores[i].tolist()
             rewound = self.limits.check_words and self._filter(i, row)
+            if row.search is not None:
+                keep[i] = not self._candidate_done(i, row, checked)
+                continue
             # A rewind keeps the text before the blocked word, and a sentence end there still ends
             # the story, as it would have in shorter runs.
             stop = len(row.text) if row.filtered > MAX_FILTERED else row.end.stop(row.text, min(checked, len(row.text)))
             if stop is not None:
-                out.append(("done", row.rid, row.end.finish(row.text[:stop]), row.filtered))
+                out.append(self._done(row, row.end.finish(row.text[:stop])))
                 keep[i] = False
             elif rewound:
                 continue  # it writes on from there in the next run
@@ -381,16 +513,58 @@ class Scheduler:
                 if upto > row.sent:
                     out.append(("chunk", row.rid, row.text[row.sent:upto]))
                     row.sent, row.last_flush = upto, now
-        self._keep(keep)
+        finished = [s for s in self.searching if s.waiting == 0]
+        self.batch.keep(keep)
+        for search in finished:
+            self.searching.remove(search)
+            out += self._choose(search)
         return out
 
-    def _keep(self, keep: np.ndarray) -> None:
-        if keep.all():
-            return
-        self.rows = [row for row, k in zip(self.rows, keep) if k]
-        self.logits, self.state, self.settings = self.logits[keep], self.state[keep], self.settings[keep]
-        if self.memory is not None:
-            self.memory = self.memory.take(keep)
+    def _candidate_done(self, i: int, row: _Row, checked: int) -> bool:
+        """Whether candidate row i has finished its sentence (or must stop); if so it waits in its search."""
+        search = row.search
+        if search.story.rid not in {s.story.rid for s in self.searching}:
+            return True  # its story was cancelled
+        end = sentence_end(row.text, max(row.sentence_start, min(checked, len(row.text)) - 2))
+        stop = row.end.stop(row.text, min(checked, len(row.text)))
+        if end is None and stop is None and len(row.text) - row.sentence_start < LONGEST_SENTENCE \
+                and row.filtered <= MAX_FILTERED:
+            return False
+        if end is None or (stop is not None and stop < end):
+            end = stop if stop is not None else len(row.text)
+        search.done.append((row.stream[2], row, end, self.batch.arrays(i)))
+        search.waiting -= 1
+        return True
+
+    def _choose(self, search: _Search) -> list[tuple]:
+        """The critic keeps one candidate: its sentence is the story's, and the story goes on from
+        its row (or ends there)."""
+        story = search.story
+        done = sorted(search.done, key=lambda d: d[0])
+        tale = story.text[:story.sentence_start]
+        sentences = [Candidate(row.text[row.sentence_start:end], float(np.sum(row.scores[:end - row.sentence_start])))
+                     for _, row, end, _ in done]
+        ended = [sentence_end(row.text[:end + 1], row.sentence_start) is not None or
+                 row.text[end - 1:end] in SENTENCE_ENDS for _, row, end, _ in done]
+        values = self.critic.scores(tale, sentences, story.request.cast)
+        values = np.where(ended, values, np.where(np.isfinite(values), values - 1e6, values))  # whole sentences first
+        best = int(np.argmax(values)) if np.isfinite(values).any() else 0
+        _, row, end, arrays = done[best]
+        row.search, row.sentences, row.stream = None, story.sentences + 1, story.stream
+        sentence_text = row.text[:end]
+        stop = row.end.stop(sentence_text, row.sentence_start)
+        if row.filtered > MAX_FILTERED or stop is not None:
+            return [self._done(row, row.end.finish(sentence_text[:stop or len(sentence_text)]))]
+        out = [("chunk", row.rid, sentence_text[row.sent:])] if end > row.sent else []
+        row.scores = row.scores[end - row.sentence_start:]  # the characters its run drew past the end
+        row.sent = row.sentence_start = end
+        self.batch.add([row], *arrays)
+        self._fork(len(self.batch) - 1)
+        self._drop_parked()
+        return out
+
+    def _done(self, row: _Row, text: str) -> tuple:
+        return "done", row.rid, text, row.filtered, row.width
 
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
@@ -409,8 +583,9 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     except Exception as e:  # tell the client why, instead of only dying
         outbox.send(("failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"))
         return
+    critic = Critic.load(config.model) if config.search_width > 1 else None
     scheduler = Scheduler(engine, bundle.vocab, config.flush_chars, config.flush_seconds,
-                          config.steps_per_call, config)
+                          config.steps_per_call, config, critic)
     outbox.send(("ready", {"model": bundle.name, "card_hash": bundle.card_hash, "engine": engine.name}))
     joining = []
     while True:

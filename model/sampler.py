@@ -5,6 +5,7 @@ import numpy as np
 
 SENTENCE_ENDS = ".!?"
 CLOSING_QUOTES = "\"')"
+ABBREVIATIONS = frozenset({"Mr", "Mrs", "Ms", "Dr", "St"})  # a full stop after these ends no sentence
 OVERRUN_SHARE, OVERRUN_MIN = 0.15, 40  # a story runs at most 15% (or 40 chars) past its target
 
 
@@ -49,6 +50,27 @@ def distribution_rows(logits, temperature, top_k, top_p, xp=np, paragraph_id=-1)
     return xp.where((top_p < 1.0)[:, None] & (p < smallest_kept), 0.0, p)
 
 
+def sentence_end(text: str, since: int = 0) -> int | None:
+    """Where the first sentence that ends after `since` is done: one character *after* its end,
+    when that character is a space or a break, so a closing quote after the full stop is kept and
+    "Mr." mid-word is not an end. None when no sentence ends there yet."""
+    for n in range(max(since + 1, 3), len(text) + 1):
+        if text[n - 1].isspace() and _ends_sentence(text, n - 1):
+            return n
+    return None
+
+
+def _ends_sentence(text: str, at: int) -> bool:
+    """Whether text[:at] ends a sentence: an end mark, perhaps then a closing quote; not "Mr."."""
+    before = text[at - 1]
+    if before in CLOSING_QUOTES and at >= 2 and text[at - 2] in SENTENCE_ENDS:
+        return True
+    if before not in SENTENCE_ENDS:
+        return False
+    word = text[max(0, at - 5):at - 1].rsplit(" ", 1)[-1].lstrip("\n\"'(")
+    return not (before == "." and word in ABBREVIATIONS)
+
+
 class StoryEnd:
     """Stop at the first sentence end once 90% of the `length` new characters are written, never more
     than 15% (or 40 characters, whichever is more) past it; with no sentence end in reach, at a word
@@ -65,18 +87,17 @@ class StoryEnd:
         for n in range(max(since + 1, self.soft, 2), len(text) + 1):
             if n >= self.hard:
                 return n
-            # Done one character *after* the sentence end, when that character is a space/newline,
-            # so a closing quote after the full stop is kept and "Mr." mid-word is not a break.
-            if text[n - 1].isspace():
-                before = text[n - 2]
-                if before in SENTENCE_ENDS or (before in CLOSING_QUOTES and n >= 3 and text[n - 3] in SENTENCE_ENDS):
-                    return n
+            if text[n - 1].isspace() and n >= 2 and _ends_sentence(text, n - 1):  # as sentence_end reads one
+                return n
         return None
 
     def finish(self, text: str) -> str:
-        """The story as shown: cut back to the last whole word if the hard limit stopped it."""
+        """The story as shown: where the hard limit stopped it mid-sentence, cut back to the last
+        sentence end in its second half, else to the last whole word."""
         if len(text) >= self.hard and not text[-1].isspace():
-            cut = max(text.rfind(" "), text.rfind("\n"))
+            half = self.begins + (self.soft - self.begins) // 2
+            ends = [n for n in range(half, len(text)) if text[n].isspace() and _ends_sentence(text, n)]
+            cut = ends[-1] if ends else max(text.rfind(" "), text.rfind("\n"))
             if cut > self.begins:
                 text = text[:cut]
         return text.rstrip()

@@ -1,0 +1,265 @@
+"""The critic that chooses each sentence of a searched story (model.generator's sentence search).
+
+A candidate sentence is read three ways:
+- the GRU's own log-probability of its characters at temperature 1, with the tale's memory and cast
+  mixed in as drawn (the engines score every character they draw), per character;
+- a word trigram model of the training books (interpolated absolute discounting), per word, where a
+  name is one class, `<name>`: a plain-English model would punish every rare name, and so erase the
+  cast; names are the memory's business, and its odds are in the GRU's score;
+- its length in words (books: about 16), as a curve.
+The features are weighed by a conditional logit fitted on the books' validation text, where the
+book's own next sentence competes with the model's candidates from the same place
+(train/critic_fit.py, `quill fit-critic`). The weights are fitted, not chosen.
+
+Some candidates are never chosen while another is there: one that breaks a cast entry ("Diagon"
+without "Alley", "the Sorting of Oz", or a cast word run on into a non-word, "Diagone"), one that
+repeats a word 4-gram of the tale, and one that ends in a non-word.
+
+The word model is compact count tables in the bundle's critic.npz (no Keras), the weights in
+critic.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from model.safety import real_words
+
+TABLES_FILE, WEIGHTS_FILE = "critic.npz", "critic.json"
+UNKNOWN, NAME = "<unk>", "<name>"
+SPECIALS = (UNKNOWN, NAME)
+FEATURES = ("gru_per_char", "words_per_token", "length", "length_squared")
+# Words, sentence ends, pauses, quotes and paragraph breaks: what a sentence is made of.
+_TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[.!?]+|[,;:\"]|\n")
+_OPENERS = {".", "!", "?", "\"", "\n"}  # after these, a capital opens a sentence and says nothing
+TITLES = frozenset("Professor Madam Mr Mrs Miss Mister Sir Lord Lady Uncle Aunt Doctor Dr Master Mistress Saint".split())
+LENGTH_SCALE = 16.0  # words; the length features are in this unit so the weights stay near 1
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def is_capitalised(token: str) -> bool:
+    return token[:1].isupper() and token != "I"
+
+
+def opens_sentence(previous: str | None) -> bool:
+    return previous is None or previous in _OPENERS or previous[-1] in ".!?"
+
+
+@dataclass(frozen=True)
+class WordModel:
+    """Counts of the training books' words, pairs and triples, with names as one class."""
+    words: tuple[str, ...]  # id order: the specials first
+    unigrams: np.ndarray  # (V,) counts
+    followers: np.ndarray  # (V,) distinct words seen after each word
+    bigram_keys: np.ndarray  # sorted u * V + v, pairs seen at least twice
+    bigram_counts: np.ndarray
+    bigram_followers: np.ndarray  # distinct words seen after each kept pair
+    trigram_keys: np.ndarray  # sorted (u * V + v) * V + w, triples seen at least twice
+    trigram_counts: np.ndarray
+    names: frozenset[str]  # words the books write capitalised mid-sentence, more often than not
+    discount: float = 0.75
+
+    @property
+    def size(self) -> int:
+        return len(self.words)
+
+    @property
+    def index(self) -> dict[str, int]:
+        return _index(self.words)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, words=np.array(self.words), unigrams=self.unigrams, followers=self.followers,
+                 bigram_keys=self.bigram_keys, bigram_counts=self.bigram_counts,
+                 bigram_followers=self.bigram_followers, trigram_keys=self.trigram_keys,
+                 trigram_counts=self.trigram_counts, names=np.array(sorted(self.names)),
+                 discount=np.array(self.discount))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "WordModel":
+        with np.load(path) as f:
+            return cls(tuple(str(w) for w in f["words"]), f["unigrams"], f["followers"], f["bigram_keys"],
+                       f["bigram_counts"], f["bigram_followers"], f["trigram_keys"], f["trigram_counts"],
+                       frozenset(str(w) for w in f["names"]), float(f["discount"]))
+
+    def ids(self, text_tokens: list[str], cast_words: frozenset[str] = frozenset(),
+            previous: str | None = None) -> np.ndarray:
+        """Token ids, a name (a capitalised word mid-sentence, or a cast word) as the class `<name>`;
+        a capitalised word opening a sentence is read in lower case unless it is a name."""
+        index, out = self.index, []
+        for token in text_tokens:
+            if token[0].isalpha() and is_capitalised(token) and (
+                    token in cast_words or token in self.names or not opens_sentence(previous)):
+                out.append(index[NAME])
+            else:
+                key = token.lower() if token[0].isalpha() else token
+                out.append(index.get(key, index[UNKNOWN]))
+            previous = token
+        return np.array(out, np.int64)
+
+    def log_probs(self, ids: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """log P(w | two words before) for each of `ids`, after `context` (natural logs)."""
+        seq = np.concatenate([np.full(2, -1, np.int64), context[-2:], ids])[-(len(ids) + 2):]
+        u, v, w = seq[:-2], seq[1:-1], seq[2:]
+        size, d = self.size, self.discount
+        total = float(self.unigrams.sum())
+        p = (self.unigrams[w] + 1.0) / (total + size)
+        # pairs: (v, w) after v
+        known_v = v >= 0
+        vv = np.where(known_v, v, 0)
+        c_v = self.unigrams[vv].astype(np.float64)
+        c_vw = _lookup(self.bigram_keys, self.bigram_counts, vv * size + w)
+        lam = d * self.followers[vv] / np.maximum(c_v, 1)
+        p2 = np.maximum(c_vw - d, 0) / np.maximum(c_v, 1) + lam * p
+        p = np.where(known_v & (c_v > 0), p2, p)
+        # triples: (u, v, w) after u v
+        known_uv = known_v & (u >= 0)
+        uv = np.where(known_uv, np.where(u >= 0, u, 0) * size + vv, 0)
+        at = np.searchsorted(self.bigram_keys, uv)
+        at = np.minimum(at, len(self.bigram_keys) - 1)
+        found = known_uv & (self.bigram_keys[at] == uv)
+        c_uv = np.where(found, self.bigram_counts[at], 0).astype(np.float64)
+        c_uvw = _lookup(self.trigram_keys, self.trigram_counts, uv * size + w)
+        lam = d * np.where(found, self.bigram_followers[at], 0) / np.maximum(c_uv, 1)
+        p3 = np.maximum(c_uvw - d, 0) / np.maximum(c_uv, 1) + lam * p
+        p = np.where(c_uv > 0, p3, p)
+        return np.log(p)
+
+
+def _lookup(keys: np.ndarray, counts: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    if len(keys) == 0:
+        return np.zeros(len(wanted))
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, counts[at], 0).astype(np.float64)
+
+
+@lru_cache(maxsize=4)
+def _index(words: tuple[str, ...]) -> dict[str, int]:
+    return {w: i for i, w in enumerate(words)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence a row wrote: its text and the sum of its characters' scores (Run.scores)."""
+    text: str
+    gru: float
+
+
+class Critic:
+    def __init__(self, words: WordModel, weights: dict[str, float]):
+        self.words, self.weights = words, weights
+        self.vector = np.array([weights[name] for name in FEATURES])
+
+    @classmethod
+    def load(cls, bundle_path: Path) -> "Critic | None":
+        """The bundle's critic, or None when it has none (`quill fit-critic` makes one)."""
+        tables, weights = Path(bundle_path) / TABLES_FILE, Path(bundle_path) / WEIGHTS_FILE
+        if not tables.is_file() or not weights.is_file():
+            return None
+        return cls(WordModel.load(tables), json.loads(weights.read_text(encoding="utf-8"))["weights"])
+
+    def features(self, tale: str, candidates: list[Candidate], cast: tuple[str, ...] = ()) -> np.ndarray:
+        """(candidates, FEATURES) for sentences that each follow `tale`."""
+        cast_words = cast_words_of(cast)
+        before = tokens(tale[-200:])
+        context = self.words.ids(before, cast_words)
+        out = np.zeros((len(candidates), len(FEATURES)))
+        for i, c in enumerate(candidates):
+            said = tokens(c.text)
+            ids = self.words.ids(said, cast_words, before[-1] if before else None)
+            words = max(1, sum(t[0].isalpha() for t in said))
+            out[i] = (c.gru / max(1, len(c.text)),
+                      float(self.words.log_probs(ids, context).mean()) if len(ids) else -20.0,
+                      words / LENGTH_SCALE, (words / LENGTH_SCALE) ** 2)
+        return out
+
+    def scores(self, tale: str, candidates: list[Candidate], cast: tuple[str, ...] = ()) -> np.ndarray:
+        """Each candidate's score, higher is better; -inf for one that must not be chosen."""
+        values = self.features(tale, candidates, cast) @ self.vector
+        for i, c in enumerate(candidates):
+            if flaws(tale, c.text, cast, self.words.names):
+                values[i] = -math.inf
+        return values
+
+    def choose(self, tale: str, candidates: list[Candidate], cast: tuple[str, ...] = ()) -> int:
+        """The index of the candidate to keep (the first, where all have flaws: a story goes on)."""
+        values = self.scores(tale, candidates, cast)
+        return int(np.argmax(values)) if np.isfinite(values).any() else 0
+
+
+def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(t for entry in cast for t in tokens(entry) if is_capitalised(t))
+
+
+def flaws(tale: str, sentence: str, cast: tuple[str, ...], names: frozenset[str]) -> list[str]:
+    """Why a sentence must not be chosen: broken cast entries, a repeated word 4-gram of the
+    tale, an ending in a non-word. Empty when it may be."""
+    found = broken_entries(sentence, cast, names)
+    said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
+    earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
+    seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
+    joined = earlier[-3:] + said
+    if any(tuple(joined[i:i + 4]) in seen for i in range(len(joined) - 3)) or \
+            len({tuple(said[i:i + 4]) for i in range(len(said) - 3)}) < len(said) - 3:
+        found.append("repeats four words of the tale")
+    last = [t for t in tokens(sentence) if t[0].isalpha()][-1:]
+    if last and not is_capitalised(last[0]) and last[0].lower() not in real_words():
+        found.append(f"ends in a non-word: {last[0]}")
+    return found
+
+
+@lru_cache(maxsize=256)
+def _entry_kinds(cast: tuple[str, ...], names: frozenset[str]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+    """For each capitalised word of a multi-word entry that cannot stand alone, the entries it
+    belongs to; and every cast word (for run-ons). A person's name ("Harry Potter", "Professor
+    McGonagall": every word a name or a title) lets its words stand alone; a place or a thing ("the
+    Sorting Hat", "Diagon Alley", "Nearly Headless Nick") does not, except words that are entries
+    of their own ("Hogwarts" in "the Hogwarts Express")."""
+    singles = {entry for entry in cast if len(entry.split()) == 1}
+    bound: dict[str, list[str]] = {}
+    for entry in cast:
+        words = [t for t in tokens(entry) if t[0].isalpha()]
+        if len(words) < 2:
+            continue
+        person = not entry.lower().startswith("the ") and all(
+            w in TITLES or w in names or (is_capitalised(w) and w.lower() not in real_words()) for w in words)
+        if person:
+            continue
+        for w in words:
+            if is_capitalised(w) and w not in singles and w not in TITLES:
+                bound.setdefault(w, []).append(entry)
+    every = frozenset(w for entry in cast for w in tokens(entry) if is_capitalised(w))
+    return {w: tuple(e) for w, e in bound.items()}, every
+
+
+def broken_entries(sentence: str, cast: tuple[str, ...], names: frozenset[str]) -> list[str]:
+    """Cast entries the sentence breaks: a word of a place's or a thing's name without the rest
+    ("Diagon" alone, "the Sorting of Oz"), or a cast word run on into a non-word ("Diagone")."""
+    if not cast:
+        return []
+    bound, every = _entry_kinds(tuple(cast), names)
+    found = []
+    whole = [m.span() for entry in cast for m in re.finditer(rf"(?<![A-Za-z]){re.escape(entry)}(?![a-z])", sentence,
+                                                           re.IGNORECASE if entry.lower().startswith("the ") else 0)]
+    for m in re.finditer(r"[A-Za-z]+", sentence):
+        word = m.group()
+        if not is_capitalised(word) or any(a <= m.start() < b for a, b in whole):
+            continue
+        if word in bound:
+            found.append(f"{word} without the rest of {bound[word][0]}")
+        elif (word not in every and word.lower() not in real_words() and word not in names
+              and not any(word in (w + "s", w + "es") for w in every)):  # "the Weasleys"
+            stem = next((w for w in every if len(w) >= 4 and word.startswith(w[:max(4, len(w) - 2)])), None)
+            if stem:
+                found.append(f"{word} runs on from {stem}")
+    return found
