@@ -365,6 +365,8 @@ def add_bench(sub) -> None:
                    help="the books: their own figures and the lexicon of real words (default: %(default)s)")
     s.add_argument("--starts", nargs="+", default=None, metavar="TEXT",
                    help="story starts, each told with 3 seeds (default: 20 varied Potter starts)")
+    s.add_argument("--length", type=int, default=800, help="new characters a story asks for (default: the server's)")
+    s.add_argument("--stories-out", type=Path, metavar="DIR", help="write each run's stories there, as JSON")
     s.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     st = bench.add_parser("store", help="gallery operations per second for many members, SQLite and PostgreSQL")
     st.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use (default: a throwaway local "
@@ -396,7 +398,7 @@ def cmd_bench(args) -> int:
     elif args.bench == "story":
         from train.bench_story import STARTS, bench_story
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,
-                             tuple(args.starts or STARTS))
+                             tuple(args.starts or STARTS), length=args.length, stories_out=args.stories_out)
     else:
         from train.bench_generate import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)

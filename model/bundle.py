@@ -4,6 +4,7 @@ DIR/model.keras  a plain Keras 3 model of standard layers, no optimizer state
 DIR/vocab.json   the characters in id order and the normalisation used
 DIR/card.json    how it was trained and how good it is
 DIR/memory.json  the tale's memory, fitted after training (model.memory.MemoryConfig); optional
+DIR/critic.npz   the sentence critic's word model, and DIR/critic.json its weights (model.critic); optional
 
 Bundles are written into a temporary sibling folder and renamed into place, so a reader never
 sees a half-written bundle.
@@ -18,7 +19,10 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from model.critic import TABLES_FILE as CRITIC_TABLES_FILE
+from model.critic import WEIGHTS_FILE as CRITIC_WEIGHTS_FILE
 from model.memory import Memory, MemoryConfig
+from model.sampler import sentence_classes
 from model.vocab import Vocabulary
 
 MODEL_FILE, VOCAB_FILE, CARD_FILE, MEMORY_FILE = "model.keras", "vocab.json", "card.json", "memory.json"
@@ -42,10 +46,11 @@ class Bundle:
 
     @property
     def card_hash(self) -> str:
-        """Names what told a story: the card, and the memory's settings where there are some."""
+        """Names what told a story: the card, and the memory's and the critic's settings where there are some."""
         digest = hashlib.sha256((self.path / CARD_FILE).read_bytes())
-        if (self.path / MEMORY_FILE).is_file():
-            digest.update((self.path / MEMORY_FILE).read_bytes())
+        for extra in (MEMORY_FILE, CRITIC_WEIGHTS_FILE):
+            if (self.path / extra).is_file():
+                digest.update((self.path / extra).read_bytes())
         return digest.hexdigest()[:12]
 
 
@@ -70,8 +75,9 @@ def save_bundle(directory, model, vocab: Vocabulary, card: dict) -> Path:
         (staging / VOCAB_FILE).write_text(vocab.to_json() + "\n", encoding="utf-8")
         write_json_atomic(staging / CARD_FILE, card)
         check_consistent(plain, vocab, staging)
-        # A memory fitted to other weights is stale (train/memory_fit.py fits one for these).
-        (directory / MEMORY_FILE).unlink(missing_ok=True)
+        # A memory or critic fitted to other weights is stale (quill fit-memory, fit-critic fit new ones).
+        for stale in (MEMORY_FILE, CRITIC_TABLES_FILE, CRITIC_WEIGHTS_FILE):
+            (directory / stale).unlink(missing_ok=True)
         # The card goes last: a bundle whose card is there is complete.
         for name in (MODEL_FILE, VOCAB_FILE, CARD_FILE):
             os.replace(staging / name, directory / name)
@@ -132,7 +138,7 @@ def load_network(directory, memory: bool = True):
         network = replace(network, paragraph_id=bundle.vocab.index["\n"])
     if memory and bundle.memory is not None:
         network = replace(network, memory=Memory(bundle.memory, bundle.vocab.chars))
-    return bundle, network
+    return bundle, replace(network, sentence_classes=sentence_classes(bundle.vocab.chars))
 
 
 def load_bundle(directory) -> Bundle:

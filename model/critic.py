@@ -119,7 +119,8 @@ class WordModel:
         vv = np.where(known_v, v, 0)
         c_v = self.unigrams[vv].astype(np.float64)
         c_vw = _lookup(self.bigram_keys, self.bigram_counts, vv * size + w)
-        lam = d * self.followers[vv] / np.maximum(c_v, 1)
+        followers = self.followers[vv]
+        lam = np.where(followers > 0, d * followers / np.maximum(c_v, 1), 1.0)  # none seen after it: back off
         p2 = np.maximum(c_vw - d, 0) / np.maximum(c_v, 1) + lam * p
         p = np.where(known_v & (c_v > 0), p2, p)
         # triples: (u, v, w) after u v
@@ -130,7 +131,8 @@ class WordModel:
         found = known_uv & (self.bigram_keys[at] == uv)
         c_uv = np.where(found, self.bigram_counts[at], 0).astype(np.float64)
         c_uvw = _lookup(self.trigram_keys, self.trigram_counts, uv * size + w)
-        lam = d * np.where(found, self.bigram_followers[at], 0) / np.maximum(c_uv, 1)
+        followers = np.where(found, self.bigram_followers[at], 0)
+        lam = np.where(followers > 0, d * followers / np.maximum(c_uv, 1), 1.0)
         p3 = np.maximum(c_uvw - d, 0) / np.maximum(c_uv, 1) + lam * p
         p = np.where(c_uv > 0, p3, p)
         return np.log(p)
@@ -187,7 +189,7 @@ class Critic:
         """Each candidate's score, higher is better; -inf for one that must not be chosen."""
         values = self.features(tale, candidates, cast) @ self.vector
         for i, c in enumerate(candidates):
-            if flaws(tale, c.text, cast, self.words.names):
+            if flaws(tale, c.text, cast, self.words):
                 values[i] = -math.inf
         return values
 
@@ -201,10 +203,10 @@ def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
     return frozenset(t for entry in cast for t in tokens(entry) if is_capitalised(t))
 
 
-def flaws(tale: str, sentence: str, cast: tuple[str, ...], names: frozenset[str]) -> list[str]:
+def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
     """Why a sentence must not be chosen: broken cast entries, a repeated word 4-gram of the
     tale, an ending in a non-word. Empty when it may be."""
-    found = broken_entries(sentence, cast, names)
+    found = broken_entries(sentence, cast, words)
     said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
     earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
     seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
@@ -218,36 +220,51 @@ def flaws(tale: str, sentence: str, cast: tuple[str, ...], names: frozenset[str]
     return found
 
 
-@lru_cache(maxsize=256)
-def _entry_kinds(cast: tuple[str, ...], names: frozenset[str]) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
+COMMON = 20  # a word the books use this often in lower case is an ordinary word, not a name
+
+
+def namelike(word: str, words: WordModel) -> bool:
+    """A title, a word the books use as a name, or one that is no ordinary word ("Severus", "Snape")."""
+    if word in TITLES or word in words.names:
+        return True
+    at = words.index.get(word.lower())
+    return at is None or words.unigrams[at] < COMMON
+
+
+_KINDS: dict = {}
+
+
+def _entry_kinds(cast: tuple[str, ...], words: WordModel) -> tuple[dict[str, tuple[str, ...]], frozenset[str]]:
     """For each capitalised word of a multi-word entry that cannot stand alone, the entries it
     belongs to; and every cast word (for run-ons). A person's name ("Harry Potter", "Professor
-    McGonagall": every word a name or a title) lets its words stand alone; a place or a thing ("the
-    Sorting Hat", "Diagon Alley", "Nearly Headless Nick") does not, except words that are entries
-    of their own ("Hogwarts" in "the Hogwarts Express")."""
-    singles = {entry for entry in cast if len(entry.split()) == 1}
-    bound: dict[str, list[str]] = {}
-    for entry in cast:
-        words = [t for t in tokens(entry) if t[0].isalpha()]
-        if len(words) < 2:
-            continue
-        person = not entry.lower().startswith("the ") and all(
-            w in TITLES or w in names or (is_capitalised(w) and w.lower() not in real_words()) for w in words)
-        if person:
-            continue
-        for w in words:
-            if is_capitalised(w) and w not in singles and w not in TITLES:
-                bound.setdefault(w, []).append(entry)
-    every = frozenset(w for entry in cast for w in tokens(entry) if is_capitalised(w))
-    return {w: tuple(e) for w, e in bound.items()}, every
+    McGonagall": every word namelike) lets its words stand alone; a place or a thing ("the Sorting
+    Hat", "Diagon Alley", "Nearly Headless Nick") does not, except words that are entries of their
+    own ("Hogwarts" in "the Hogwarts Express")."""
+    key = (cast, id(words))
+    if key not in _KINDS:
+        singles = {entry for entry in cast if len(entry.split()) == 1}
+        bound: dict[str, list[str]] = {}
+        for entry in cast:
+            entry_words = [t for t in tokens(entry) if t[0].isalpha()]
+            if len(entry_words) < 2 or not entry.lower().startswith("the ") and all(
+                    namelike(w, words) for w in entry_words):
+                continue
+            for w in entry_words:
+                if is_capitalised(w) and w not in singles and w not in TITLES:
+                    bound.setdefault(w, []).append(entry)
+        every = frozenset(w for entry in cast for w in tokens(entry) if is_capitalised(w))
+        if len(_KINDS) > 256:
+            _KINDS.clear()
+        _KINDS[key] = ({w: tuple(e) for w, e in bound.items()}, every)
+    return _KINDS[key]
 
 
-def broken_entries(sentence: str, cast: tuple[str, ...], names: frozenset[str]) -> list[str]:
+def broken_entries(sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
     """Cast entries the sentence breaks: a word of a place's or a thing's name without the rest
     ("Diagon" alone, "the Sorting of Oz"), or a cast word run on into a non-word ("Diagone")."""
     if not cast:
         return []
-    bound, every = _entry_kinds(tuple(cast), names)
+    bound, every = _entry_kinds(tuple(cast), words)
     found = []
     whole = [m.span() for entry in cast for m in re.finditer(rf"(?<![A-Za-z]){re.escape(entry)}(?![a-z])", sentence,
                                                            re.IGNORECASE if entry.lower().startswith("the ") else 0)]
@@ -257,7 +274,7 @@ def broken_entries(sentence: str, cast: tuple[str, ...], names: frozenset[str]) 
             continue
         if word in bound:
             found.append(f"{word} without the rest of {bound[word][0]}")
-        elif (word not in every and word.lower() not in real_words() and word not in names
+        elif (word not in every and word.lower() not in real_words() and word not in words.names
               and not any(word in (w + "s", w + "es") for w in every)):  # "the Weasleys"
             stem = next((w for w in every if len(w) >= 4 and word.startswith(w[:max(4, len(w) - 2)])), None)
             if stem:

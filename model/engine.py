@@ -26,7 +26,7 @@ import numpy as np
 
 from model import kernels
 from model import memory as tale_memory
-from model.sampler import distribution_rows, draw_rows
+from model.sampler import distribution_rows, draw_rows, still_writing
 from model.weights import Network
 
 
@@ -112,6 +112,8 @@ class NumpyEngine:
         self.vocab_size = embedding.shape[0]
         self.paragraph_id = network.paragraph_id
         self.memory = network.memory
+        self.sentence_classes = (np.zeros(self.vocab_size, np.int64) if network.sentence_classes is None
+                                 else np.asarray(network.sentence_classes, np.int64))
         widths = [l.cell_size + l.gates for l in self.layers]
         self.state_at = np.cumsum([0] + widths)[:-1].tolist()  # where each layer's columns start
 
@@ -159,15 +161,22 @@ class NumpyEngine:
             parts += [cell_state, hp]
         return x[-1:] @ self.dense_kernel + self.dense_bias, np.concatenate(parts, axis=1)
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None, stops=None):
         """uniforms.shape[1] steps for every row: sample from the row's logits with its own
         uniform draw (and the tale's `memory` rows, model.memory.MemoryRows, when given), then feed
-        the character. Returns a Run."""
+        the character. `stops`, (stop_at_end, before): rows that stop after a sentence's end (their
+        later ids are -1), and every row's last two ids. Returns a Run."""
+        rows = len(uniforms)
+        stop_at_end, before = stops if stops is not None else (np.zeros(rows, bool), np.full((rows, 2), -1))
+        before, active = np.array(before, np.int64), np.ones(rows, bool)
         ids, scores = np.empty(uniforms.shape, np.int64), np.empty(uniforms.shape, np.float64)
         for t in range(uniforms.shape[1]):
-            ids[:, t], scores[:, t], memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory,
-                                                           np)
-            logits, state = self.step(ids[:, t], state)
+            drawn, score, fed = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, np)
+            ids[:, t], scores[:, t] = np.where(active, drawn, -1), np.where(active, score, 0.0)
+            new_logits, new_state = self.step(drawn, state)
+            logits, state = np.where(active[:, None], new_logits, logits), np.where(active[:, None], new_state, state)
+            memory = _where_rows(np, active, fed, memory)
+            active, before = still_writing(np, active, stop_at_end, before, drawn, self.sentence_classes)
         return Run(ids, scores, np.asarray(logits), np.asarray(state), memory)
 
     def read(self, logits, state, ids, memory=None) -> Run:
@@ -195,6 +204,14 @@ class NumpyEngine:
         chosen = xp.take_along_axis(q, ids[:, None], axis=1)[:, 0] / xp.sum(q, axis=1)
         scores = xp.log(xp.maximum(chosen, 1e-300))
         return ids, scores, None if memory is None else tale_memory.feed_rows(xp, self.memory, memory, ids)
+
+
+def _where_rows(xp, active, new, old):
+    """The memory rows: `new` where a row is active, else `old` (None stays None)."""
+    if new is None:
+        return None
+    return tale_memory.MemoryRows(*(xp.where(xp.reshape(active, (-1,) + (1,) * (len(xp.shape(a)) - 1)), a, b)
+                                    for a, b in zip(new, old)))
 
 
 class ThreadChooser:
@@ -275,7 +292,7 @@ class FusedEngine(NumpyEngine):
         back = np.argsort(order)  # rows in the caller's order
         return logits[back], state[back]
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None, stops=None):
         logits = np.array(logits, np.float32, order="C")  # copies: the kernel works in place
         state = np.array(state, np.float32, order="C")
         settings = [np.ascontiguousarray(a, dtype) for a, dtype in
@@ -289,10 +306,13 @@ class FusedEngine(NumpyEngine):
             held = tale_memory.MemoryRows(*(np.array(a, order="C") for a in memory))
             m = self.memory
             tables = (m.classes, m.weights, m.names_only, m.name_weight, m.name_share, m.separator)
+        stop_at_end, before = stops if stops is not None else (np.zeros(rows, bool), np.full((rows, 2), -1))
+        stop_at_end, before = np.ascontiguousarray(stop_at_end, np.bool_), np.array(before, np.int64, order="C")
         threads = self.threads.pick(rows)
         numba.set_num_threads(threads)
         started = time.perf_counter()
-        ids, scores = kernels.generate(logits, state, *settings, self.paragraph_id, *held, *tables, *self._weights)
+        ids, scores = kernels.generate(logits, state, *settings, self.paragraph_id, *held, *tables, stop_at_end, before,
+                                       self.sentence_classes, *self._weights)
         self.threads.record(rows, threads, time.perf_counter() - started)
         return Run(ids, scores, logits, state, None if memory is None else held)
 
@@ -321,6 +341,7 @@ class DeviceEngine(NumpyEngine):
         self.fused = [ops.convert_to_tensor(w) for w in self.fused]
         self.fused_bias = [ops.convert_to_tensor(b) for b in self.fused_bias]
         self.math = _KerasMath(ops)
+        self.classes_on_device = ops.convert_to_tensor(self.sentence_classes.astype(np.int32))
         backend = keras.backend.backend()
         self._step = _compile(backend, self._device_step)
         self._prime_step = _compile(backend, self._device_prime_step)
@@ -339,15 +360,20 @@ class DeviceEngine(NumpyEngine):
         reading = reading[:, None]
         return self.ops.where(reading, new_logits, logits), self.ops.where(reading, new_state, state)
 
-    def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p, memory):
-        ids, scores = [], []
+    def _device_generate(self, logits, state, uniforms, temperature, top_k, top_p, memory, stop_at_end, before):
+        ops, ids, scores = self.ops, [], []
         memory = None if memory is None else tale_memory.MemoryRows(*memory)
+        active = ops.ones_like(stop_at_end)
         for t in range(uniforms.shape[1]):  # a short run, unrolled: same code on every backend
-            sampled, score, memory = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, self.ops)
-            ids.append(sampled)
-            scores.append(score)
-            logits, state = self._device_step(ids[-1], state)
-        return (self.ops.stack(ids, axis=1), self.ops.stack(scores, axis=1), logits, state,
+            sampled, score, fed = self._sample(logits, uniforms[:, t], temperature, top_k, top_p, memory, ops)
+            ids.append(ops.where(active, sampled, -1))
+            scores.append(ops.where(active, score, 0.0))
+            new_logits, new_state = self._device_step(sampled, state)
+            logits = ops.where(active[:, None], new_logits, logits)
+            state = ops.where(active[:, None], new_state, state)
+            memory = _where_rows(ops, active, fed, memory)
+            active, before = still_writing(ops, active, stop_at_end, before, sampled, self.classes_on_device)
+        return (ops.stack(ids, axis=1), ops.stack(scores, axis=1), logits, state,
                 None if memory is None else tuple(memory))
 
     def _pad(self, a, dtype, fill):
@@ -367,15 +393,16 @@ class DeviceEngine(NumpyEngine):
             logits, state = self._prime_step(ids[:, t], lengths > t, logits, state)
         return np.asarray(logits)[:len(prompts)], np.asarray(state)[:len(prompts)]
 
-    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None):
+    def generate(self, logits, state, uniforms, temperature, top_k, top_p, memory=None, stops=None):
         device_types = (np.int32, np.int32, np.int32, np.int32, np.float32)
         held = None if memory is None else tuple(self._pad(a, dtype, 1 if i == 2 else 0)  # length 1: a padding row
                                                  for i, (a, dtype) in enumerate(zip(memory, device_types)))
+        rows = len(uniforms)
+        stop_at_end, before = stops if stops is not None else (np.zeros(rows, bool), np.full((rows, 2), -1))
         ids, scores, logits, state, held = self._generate(
             self._pad(logits, np.float32, 0), self._pad(state, np.float32, 0), self._pad(uniforms, np.float32, 0.5),
             self._pad(temperature, np.float32, 1), self._pad(top_k, np.int32, 0), self._pad(top_p, np.float32, 1),
-            held)
-        rows = len(uniforms)
+            held, self._pad(stop_at_end, bool, False), self._pad(before, np.int32, -1))
         memory = None if held is None else tale_memory.MemoryRows(
             *(np.asarray(a)[:rows].astype(mine.dtype) for a, mine in zip(held, memory)))
         return Run(np.asarray(ids)[:rows], np.asarray(scores)[:rows].astype(np.float64), np.asarray(logits)[:rows],

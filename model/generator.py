@@ -283,8 +283,12 @@ class _Row:
         self.sentence_start = min(self.sentence_start, position)
         self.scores = self.scores[:position - self.sentence_start]
         self.drawn_from = min(self.drawn_from, position)
+        self.reposition()
+
+    def reposition(self) -> None:
+        """The random stream at the draw for the next character: one draw per character."""
         self.rng = np.random.default_rng(self.stream)
-        self.rng.bit_generator.advance(position - self.drawn_from)  # one draw per character
+        self.rng.bit_generator.advance(len(self.text) - self.drawn_from)
 
 
 @dataclass
@@ -351,11 +355,15 @@ class Batch:
             self.memory = MemoryRows(*(np.array(a) for a in self.memory))  # writable: a device engine's may not be
             self.memory.replace_row(i, memory)
 
-    def run(self, steps: int):
-        """`steps` characters for every row, each from its own stream; the arrays move on. A Run."""
+    def run(self, steps: int, index: dict[str, int]):
+        """Up to `steps` characters for every row, each from its own stream; a candidate stops after
+        its sentence's end (its later ids are -1). The arrays move on. A Run."""
         uniforms = np.stack([row.rng.random(steps) for row in self.rows])
+        stop_at_end = np.array([row.search is not None for row in self.rows], bool)
+        before = np.array([[index[c] for c in row.text[-2:].rjust(2, "\0")] if len(row.text) >= 2 else [-1, -1]
+                           for row in self.rows], np.int64).reshape(-1, 2)
         run = self.engine.generate(self.logits, self.state, uniforms, self.temperature, self.top_k, self.top_p,
-                                   self.memory)
+                                   self.memory, (stop_at_end, before))
         self.logits, self.state, self.memory = run.logits, run.state, run.memory
         return run
 
@@ -427,10 +435,11 @@ class Scheduler:
             for j, row in enumerate(rows):
                 row.width = width
                 self._mask(row, logits[j])
+            first = len(self.batch)
             self.batch.add(rows, logits, state, None if self.batch.memory is None else self._remember(rows))
-            for row in rows:
+            for j, row in enumerate(rows):  # forks join at the end: the rows' own places stay
                 if row.width > 1:
-                    self._fork(len(self.batch) - len(rows) + rows.index(row))
+                    self._fork(first + j)
             self._drop_parked()
         return errors
 
@@ -489,12 +498,15 @@ class Scheduler:
         ("done", rid, story, times the filter stepped in, candidates per sentence)."""
         if not self.rows:
             return []
-        run = self.batch.run(self.steps_per_call)
+        run = self.batch.run(self.steps_per_call, self.vocab.index)
         out, keep, now = [], np.ones(len(self.rows), bool), time.monotonic()
         for i, row in enumerate(self.rows):
             checked = len(row.text)
-            row.text += "".join(self.chars[run.ids[i]])
-            row.scores += run.scores[i].tolist()
+            written = run.ids[i][run.ids[i] >= 0]
+            row.text += "".join(self.chars[written])
+            row.scores += run.scores[i][:len(written)].tolist()
+            if len(written) < self.steps_per_call:  # a candidate that stopped: one draw a character, still
+                row.reposition()
             rewound = self.limits.check_words and self._filter(i, row)
             if row.search is not None:
                 keep[i] = not self._candidate_done(i, row, checked)

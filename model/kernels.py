@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from model.memory import JOIN, LONGEST, LOWER, PAUSE, SPACE, UPPER
+from model.sampler import BREAK, CLOSING, END_MARK
 
 # No nnan/ninf: the sampler masks with -inf, and clamps must stay exact.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
@@ -312,9 +313,10 @@ def _last_row(b, out, layer, state, logits):
 
 
 @njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
-def step(ids, logits, state, table, weights, biases, layout):
-    """Feed one character per row: logits and state are updated in place. Row loops go to
-    threads only for wide batches: a parallel loop costs ~1.5 us to start, more than one row."""
+def step(ids, logits, state, table, weights, biases, layout, active):
+    """Feed one character per active row: logits and state are updated in place (an inactive
+    row's are left as they are). Row loops go to threads only for wide batches: a parallel loop
+    costs ~1.5 us to start, more than one row."""
     rows = ids.shape[0]
     wide = rows >= PARALLEL_ROWS
     out = np.empty((rows, 0), np.float32)
@@ -323,10 +325,12 @@ def step(ids, logits, state, table, weights, biases, layout):
         h = np.empty((rows, layer[UNITS]), np.float32)  # contiguous rows, so the product vectorises
         if wide:
             for b in prange(rows):
-                _layer_row(b, i, ids, table, out, layout, state, h)
+                if active[b]:
+                    _layer_row(b, i, ids, table, out, layout, state, h)
         else:
             for b in range(rows):
-                _layer_row(b, i, ids, table, out, layout, state, h)
+                if active[b]:
+                    _layer_row(b, i, ids, table, out, layout, state, h)
         n = layer[OUTPUTS]
         out = np.empty((rows, n), np.float32)
         w = weights[layer[WEIGHTS_AT]:layer[WEIGHTS_AT] + n * layer[UNITS]].reshape(n, layer[UNITS])
@@ -334,10 +338,12 @@ def step(ids, logits, state, table, weights, biases, layout):
     last = layout[layout.shape[0] - 1]
     if wide:
         for b in prange(rows):
-            _last_row(b, out, last, state, logits)
+            if active[b]:
+                _last_row(b, out, last, state, logits)
     else:
         for b in range(rows):
-            _last_row(b, out, last, state, logits)
+            if active[b]:
+                _last_row(b, out, last, state, logits)
 
 
 @njit(fastmath=FAST, error_model="numpy", cache=True)
@@ -349,7 +355,8 @@ def prime(ids, lengths, logits, state, table, weights, biases, layout):
         rows = 0
         while rows < len(lengths) and lengths[rows] > t:
             rows += 1
-        step(ids[:rows, t].copy(), logits[:rows], state[:rows], table, weights, biases, layout)
+        step(ids[:rows, t].copy(), logits[:rows], state[:rows], table, weights, biases, layout,
+             np.ones(rows, np.bool_))
 
 
 @njit(error_model="numpy", cache=True)
@@ -381,28 +388,45 @@ def _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, s
 
 @njit(fastmath=FAST, error_model="numpy", parallel=True, cache=True)
 def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, history, matches, length, run_start,
-             initials, classes, weights, names_only, name_weight, share, separator, table, network_weights, biases,
-             layout):
+             initials, classes, weights, names_only, name_weight, share, separator, stop_at_end, before,
+             sentence_classes, table, network_weights, biases, layout):
     """Steps k = uniforms.shape[1] times for every row: sample a character from the row's logits
     with its own uniform draw (the tale's memory mixed in, where `history` has columns), then feed
-    it. logits, state and the memory's arrays are updated in place; returns the ids (rows, k) and
-    their scores (rows, k; see _write_row)."""
+    it. A row with `stop_at_end` stops after the break that ends a sentence (sampler.still_writing,
+    over `before`, its last two ids); its later ids are -1. logits, state, `before` and the memory's
+    arrays are updated in place; returns the ids (rows, k) and their scores (see _write_row)."""
     rows, steps = uniforms.shape
     ids = np.empty((steps, rows), np.int64)
     scores = np.empty((steps, rows), np.float64)
     scratch = np.empty((2, *logits.shape), np.float64)
     memory = (history, matches, length, run_start, initials, classes, weights, names_only, name_weight, share,
               separator)
+    active = np.ones(rows, np.bool_)
     for t in range(steps):
         if rows >= PARALLEL_ROWS:
             for b in prange(rows):
-                _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
-                           memory)
+                if active[b]:
+                    _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
+                               memory)
+                else:
+                    ids[t, b], scores[t, b] = -1, 0.0
         else:
             for b in range(rows):
-                _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
-                           memory)
-        step(ids[t], logits, state, table, network_weights, biases, layout)
+                if active[b]:
+                    _write_row(t, b, ids, scores, logits, uniforms, temperature, top_k, top_p, scratch, paragraph_id,
+                               memory)
+                else:
+                    ids[t, b], scores[t, b] = -1, 0.0
+        step(ids[t], logits, state, table, network_weights, biases, layout, active)
+        for b in range(rows):
+            if active[b]:
+                drawn = ids[t, b]
+                last, earlier = before[b, 1], before[b, 0]
+                if stop_at_end[b] and sentence_classes[drawn] == BREAK and last >= 0 and (
+                        sentence_classes[last] == END_MARK or
+                        sentence_classes[last] == CLOSING and earlier >= 0 and sentence_classes[earlier] == END_MARK):
+                    active[b] = False
+                before[b, 0], before[b, 1] = last, drawn
     return ids.T.copy(), scores.T.copy()
 
 

@@ -9,6 +9,29 @@ ABBREVIATIONS = frozenset({"Mr", "Mrs", "Ms", "Dr", "St"})  # a full stop after 
 OVERRUN_SHARE, OVERRUN_MIN = 0.15, 40  # a story runs at most 15% (or 40 chars) past its target
 
 
+# What a character is to a sentence's end, by id (sentence_classes): the engines stop a candidate
+# row after the break that follows an end mark (and perhaps a closing quote), as sentence_end reads it.
+OTHER, END_MARK, CLOSING, BREAK = range(4)
+
+
+def sentence_classes(chars: str) -> np.ndarray:
+    return np.array([END_MARK if c in SENTENCE_ENDS else CLOSING if c in CLOSING_QUOTES else BREAK if c.isspace()
+                     else OTHER for c in chars], np.int64)
+
+
+def still_writing(xp, active, stop_at_end, before, drawn, classes):
+    """After each row drew and read `drawn`: which rows go on (a row with `stop_at_end` stops after
+    the break that ends a sentence; "Mr. " too, which the generator then lets go on), and each
+    row's last two ids (-1: none). model.kernels.generate is this rule, row by row."""
+    last, earlier = before[:, 1], before[:, 0]
+    last_class = xp.where(last >= 0, xp.take(classes, xp.maximum(last, 0)), OTHER)
+    earlier_class = xp.where(earlier >= 0, xp.take(classes, xp.maximum(earlier, 0)), OTHER)
+    ends = stop_at_end & (xp.take(classes, drawn) == BREAK) & (
+        (last_class == END_MARK) | ((last_class == CLOSING) & (earlier_class == END_MARK)))
+    moved = xp.stack([last, drawn], axis=1)
+    return active & ~ends, xp.where(active[:, None], moved, before)
+
+
 def sample_rows(logits, uniforms, temperature, top_k, top_p, xp=np, paragraph_id=-1):
     """Draw one id per row from the sampler's distribution (`distribution_rows`)."""
     return draw_rows(distribution_rows(logits, temperature, top_k, top_p, xp, paragraph_id), uniforms, xp)

@@ -39,6 +39,7 @@ class Network:
     dense_bias: np.ndarray  # (vocab,)
     paragraph_id: int = -1  # the character that breaks a paragraph (sampler.sample_rows); -1: none
     memory: object = None  # model.memory.Memory: the tale's memory, from the bundle; None: off
+    sentence_classes: object = None  # sampler.sentence_classes of the vocabulary; None: no row stops at an end
 
     @property
     def vocab_size(self) -> int:

@@ -9,12 +9,14 @@ and how thick names lie (capitalised words that open no sentence, the most repea
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
 from bot.limits import STORY_LENGTH, TEMPERATURE
 from model.bundle import read_metadata
 from model.client import StoryGenerator
+from model.critic import Critic, broken_entries, cast_words_of, tokens
 from model.generator import GeneratorConfig, StoryRequest, usable_cast
 from model.memory import default_cast, names_in
 from train.corpus import read_corpus
@@ -40,6 +42,7 @@ potion potions broom broomstick broomsticks dragon dragons cauldron cauldrons ma
 hogwarts quidditch""".split())
 TITLES = frozenset({"Professor", "Madam", "Mr", "Mrs", "Nearly", "Headless"})
 SEEDS_PER_START = 3
+SEARCH_WIDTH, SEARCH_WAVE = 8, 8  # candidates a sentence, and stories told at once with search on
 COPIED_SPAN = 30  # characters: a story that repeats a span this long copies itself
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
 SENTENCE_END = re.compile(r"[.!?]+[\"')]*(?=\s|$)")
@@ -130,10 +133,27 @@ def percentile_95(values: list[float]) -> float:
     return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2) if ordered else 0.0
 
 
+def from_elsewhere(text: str, start: str, cast: tuple[str, ...], names: frozenset[str]) -> int:
+    """Names from other books: capitalised words mid-sentence that are in neither the cast, the
+    start nor the tale before them, and that the books use as names."""
+    known = {w for entry in cast for w in words(entry)} | set(words(start))
+    count, seen = 0, set(known)
+    for word in capitalised_mid_sentence(text)[0]:
+        if word not in seen and word in names:
+            count += 1
+        seen.add(word)
+    return count
+
+
+def ends_a_sentence(text: str) -> bool:
+    return bool(re.search(r"[.!?][\"')]*\s*$", text))
+
+
 def measure(texts: list[str], lexicon: set[str], starts: list[str] | None = None, cast: tuple[str, ...] = (),
-            named: list[tuple[str, ...]] | None = None) -> dict:
+            named: list[tuple[str, ...]] | None = None, critic: Critic | None = None) -> dict:
     """`texts` are model text (one line per paragraph): the new writing; `starts`, each story's start
-    (for copying), `named`, whom each start names (for recall)."""
+    (for copying), `named`, whom each start names (for recall); `critic`, the bundle's (its names and
+    word model) where it has one."""
     starts = starts or [""] * len(texts)
     named = named or [()] * len(texts)
     all_words = [w for t in texts for w in words(t)]
@@ -155,7 +175,26 @@ def measure(texts: list[str], lexicon: set[str], starts: list[str] | None = None
             "copying_30_chars": round(sum(copies_itself(s + t) for s, t in zip(starts, texts)) / len(texts), 3),
             "capitalised_mid_sentence_share": round(sum(len(c) for c, _ in capitals)
                                                     / max(sum(n for _, n in capitals), 1), 4),
-            "top_name_per_100_words_p95": percentile_95([top_name_per_100_words(t, markers) for t in texts])}
+            "top_name_per_100_words_p95": percentile_95([top_name_per_100_words(t, markers) for t in texts]),
+            "stories_ending_a_sentence": round(sum(map(ends_a_sentence, texts)) / len(texts), 3),
+            **(critic_figures(texts, starts, cast or default_cast(), mentions, critic) if critic else {})}
+
+
+def critic_figures(texts: list[str], starts: list[str], cast: tuple[str, ...], mentions: list[int],
+                   critic: Critic) -> dict:
+    """What the critic looks for, read off the stories: broken cast entries (a share of the cast's
+    mentions), names from other books, and the word model's log-probability per token of the story."""
+    names = critic.words.names
+    broken = sum(len(broken_entries(t, cast, critic.words)) for t in texts)
+    per_token = []
+    for start, text in zip(starts, texts):
+        ids = critic.words.ids(tokens(text), cast_words_of(cast))
+        context = critic.words.ids(tokens(start), cast_words_of(cast))
+        per_token.append(float(critic.words.log_probs(ids, context).mean()) if len(ids) else 0.0)
+    return {"broken_cast_entries_share": round(broken / max(sum(mentions), 1), 4),
+            "names_from_elsewhere_per_story": round(sum(from_elsewhere(t, s, cast, names)
+                                                        for t, s in zip(texts, starts)) / len(texts), 2),
+            "word_model_log_prob_per_token": round(sum(per_token) / len(per_token), 3)}
 
 
 def book_figures(texts: list[str], lexicon: set[str], chunk: int) -> dict:
@@ -171,22 +210,25 @@ def book_figures(texts: list[str], lexicon: set[str], chunk: int) -> dict:
             "lexicon_words": len(lexicon)}
 
 
-async def tell(model_dir: Path, requests: list[StoryRequest], memory: bool = True) -> list[str]:
-    """The stories' new text as model text (what the model wrote, one line per paragraph)."""
+async def tell(model_dir: Path, requests: list[StoryRequest], memory: bool = True, search_width: int = 1) -> list:
+    """The stories (model.generator.Story). With search, told SEARCH_WAVE at a time, as on a server
+    where rows are free, so that each gets `search_width` candidates a sentence."""
     generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=len(requests),
-                                               timeout=600, memory=memory))
+                                               timeout=600, memory=memory, search_width=search_width))
     await generator.start()
+    wave = len(requests) if search_width < 2 else SEARCH_WAVE
     try:
-        stories = await asyncio.gather(*(generator.generate(r) for r in requests))
+        stories = []
+        for i in range(0, len(requests), wave):
+            stories += await asyncio.gather(*(generator.generate(r) for r in requests[i:i + wave]))
     finally:
         await generator.close()
-    from_reading = generator.vocab.normalisation.from_reading
-    return [from_reading(s.written) for s in stories]
+    return stories
 
 
 def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] = STARTS,
                 seeds: int = SEEDS_PER_START, temperature: float = TEMPERATURE.default,
-                length: int = STORY_LENGTH.default) -> dict:
+                length: int = STORY_LENGTH.default, stories_out: Path | None = None) -> dict:
     """Every bundle with its memory off, then (where it has one) with the memory and the default cast."""
     vocab = read_metadata(models[0]).vocab
     normalisation = vocab.normalisation
@@ -200,12 +242,23 @@ def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] =
               "books": book_figures(books, lexicon, length), "models": []}
     for model_dir in models:  # side by side: the same stories from each
         bundle = read_metadata(model_dir)
-        for memory in (False, True) if bundle.memory else (False,):
+        critic = Critic.load(model_dir)
+        runs = [(False, 1)] + ([(True, 1)] if bundle.memory else []) + \
+               ([(bool(bundle.memory), SEARCH_WIDTH)] if critic else [])
+        for memory, width in runs:
             requests = [StoryRequest(start, length, temperature, seed % seeds, cast=cast if memory else ())
                         for seed, start in enumerate(starts_of)]
-            texts = asyncio.run(tell(model_dir, requests, memory))
+            stories = asyncio.run(tell(model_dir, requests, memory, width))
+            texts = [normalisation.from_reading(s.written) for s in stories]
             result["models"].append({"bundle": str(model_dir), "name": bundle.name,
-                                     "memory_and_cast": memory,
+                                     "memory_and_cast": memory, "search_width": width,
+                                     "widths_used": sorted({s.width for s in stories}),
+                                     "seconds_per_story_median": round(sorted(s.seconds for s in stories)[len(stories) // 2], 3),
                                      **measure(texts, lexicon, [normalisation.apply(s) for s in starts_of],
-                                               cast, named)})
+                                               cast, named, critic)})
+            if stories_out:  # for blind readers (../shared/tools/blind_pairs.py)
+                stories_out.mkdir(parents=True, exist_ok=True)
+                name = f"{model_dir.name}-{'memory' if memory else 'plain'}-k{width}.json"
+                (stories_out / name).write_text(json.dumps([{"start": s.request.start, "seed": s.seed, "text": s.text}
+                                                            for s in stories], indent=1), encoding="utf-8")
     return result

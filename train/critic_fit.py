@@ -126,8 +126,14 @@ def reading_pairs(model_dir, starts: tuple[str, ...], count: int, cast: tuple[st
                   seed: int = 0, sentences: int = 8) -> list[dict]:
     """Pairs of sentences for blind readers: two the model wrote at the same place of a story from
     one of `starts` (the server's temperature, the memory and `cast` on), in random order."""
+    from model.generator import usable_cast
+
     bundle, network = load_network(Path(model_dir))
     vocab, engine = bundle.vocab, FusedEngine(network)
+    starts = [start for start in map(vocab.normalised, starts) if not vocab.unknown(start)]  # what it can write
+    cast = usable_cast(cast, vocab)
+    if not starts:
+        raise ValueError("the model cannot write any of the starts")
     rng = np.random.default_rng(seed)
     tales = [starts[i % len(starts)] for i in range(count)]
     depth = rng.integers(0, sentences, size=count)  # how far into its story each pair comes
