@@ -47,6 +47,7 @@ class Settings:
     story_timeout: float = GeneratorConfig.timeout
     log_level: str = "INFO"
     engine: str = GeneratorConfig.engine
+    search_width: int = GeneratorConfig.search_width  # most candidates per sentence (1: no sentence search)
     shard_count: int | None = None  # None: as Discord recommends, all in this process
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
@@ -107,6 +108,7 @@ class Settings:
             story_timeout=number("QUILL_STORY_TIMEOUT", float, d.story_timeout),
             log_level=env.get("QUILL_LOG_LEVEL", "").strip().upper() or d.log_level,
             engine=choice("QUILL_ENGINE", ("auto", "cpu", "device"), d.engine),
+            search_width=number("QUILL_SEARCH_WIDTH", int, d.search_width),
             shard_count=shard_count,
             shard_ids=shards(),
             metrics_port=metrics_port,
@@ -115,4 +117,4 @@ class Settings:
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(model=self.model, max_batch=self.max_batch, queue_size=self.queue_size,
-                               timeout=self.story_timeout, engine=self.engine)
+                               timeout=self.story_timeout, engine=self.engine, search_width=self.search_width)

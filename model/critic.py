@@ -6,7 +6,8 @@ A candidate sentence is read three ways:
 - a word trigram model of the training books (interpolated absolute discounting), per word, where a
   name is one class, `<name>`: a plain-English model would punish every rare name, and so erase the
   cast; names are the memory's business, and its odds are in the GRU's score;
-- its length in words (books: about 16), as a curve.
+- its length in words, as likely as the books make it (the log-probability of that length among the
+  books' sentences: about 16 words on average).
 The features are weighed by a conditional logit fitted on the books' validation text, where the
 book's own next sentence competes with the model's candidates from the same place
 (train/critic_fit.py, `quill fit-critic`). The weights are fitted, not chosen.
@@ -34,12 +35,12 @@ from model.safety import real_words
 TABLES_FILE, WEIGHTS_FILE = "critic.npz", "critic.json"
 UNKNOWN, NAME = "<unk>", "<name>"
 SPECIALS = (UNKNOWN, NAME)
-FEATURES = ("gru_per_char", "words_per_token", "length", "length_squared")
+FEATURES = ("gru_per_char", "words_per_token", "length_in_books")
+LONGEST = 80  # words: sentence lengths from here on share one bin
 # Words, sentence ends, pauses, quotes and paragraph breaks: what a sentence is made of.
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[.!?]+|[,;:\"]|\n")
 _OPENERS = {".", "!", "?", "\"", "\n"}  # after these, a capital opens a sentence and says nothing
 TITLES = frozenset("Professor Madam Mr Mrs Miss Mister Sir Lord Lady Uncle Aunt Doctor Dr Master Mistress Saint".split())
-LENGTH_SCALE = 16.0  # words; the length features are in this unit so the weights stay near 1
 
 
 def tokens(text: str) -> list[str]:
@@ -66,6 +67,7 @@ class WordModel:
     trigram_keys: np.ndarray  # sorted (u * V + v) * V + w, triples seen at least twice
     trigram_counts: np.ndarray
     names: frozenset[str]  # words the books write capitalised mid-sentence, more often than not
+    lengths: np.ndarray  # (LONGEST + 1,) log-probability of a sentence of n words in the books
     discount: float = 0.75
 
     @property
@@ -81,7 +83,7 @@ class WordModel:
         np.savez(tmp, words=np.array(self.words), unigrams=self.unigrams, followers=self.followers,
                  bigram_keys=self.bigram_keys, bigram_counts=self.bigram_counts,
                  bigram_followers=self.bigram_followers, trigram_keys=self.trigram_keys,
-                 trigram_counts=self.trigram_counts, names=np.array(sorted(self.names)),
+                 trigram_counts=self.trigram_counts, names=np.array(sorted(self.names)), lengths=self.lengths,
                  discount=np.array(self.discount))
         tmp.replace(path)
 
@@ -90,7 +92,7 @@ class WordModel:
         with np.load(path) as f:
             return cls(tuple(str(w) for w in f["words"]), f["unigrams"], f["followers"], f["bigram_keys"],
                        f["bigram_counts"], f["bigram_followers"], f["trigram_keys"], f["trigram_counts"],
-                       frozenset(str(w) for w in f["names"]), float(f["discount"]))
+                       frozenset(str(w) for w in f["names"]), f["lengths"], float(f["discount"]))
 
     def ids(self, text_tokens: list[str], cast_words: frozenset[str] = frozenset(),
             previous: str | None = None) -> np.ndarray:
@@ -182,7 +184,7 @@ class Critic:
             words = max(1, sum(t[0].isalpha() for t in said))
             out[i] = (c.gru / max(1, len(c.text)),
                       float(self.words.log_probs(ids, context).mean()) if len(ids) else -20.0,
-                      words / LENGTH_SCALE, (words / LENGTH_SCALE) ** 2)
+                      self.words.lengths[min(words, LONGEST)])
         return out
 
     def scores(self, tale: str, candidates: list[Candidate], cast: tuple[str, ...] = ()) -> np.ndarray:

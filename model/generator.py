@@ -223,6 +223,10 @@ def word_filter(server_words: tuple[str, ...]) -> WordFilter:
 MAX_FILTERED = 64  # a row the model keeps steering to blocked words ends where it stands
 
 
+LONGEST_SENTENCE = 300  # characters a candidate may write before it must stop
+LATE = 100  # once one candidate has ended its sentence, the others may write this much longer
+
+
 class _Row:
     """One row of the batch: a story being written, or one of its candidates for the next
     sentence (`search` is then the story's _Search)."""
@@ -297,6 +301,7 @@ class _Search:
     story: _Row
     waiting: int  # candidates still writing
     done: list = field(default_factory=list)  # (number, row, end, arrays) of those that finished
+    longest: int = LONGEST_SENTENCE  # characters a candidate may write; less once the first has ended
 
 
 class Batch:
@@ -368,7 +373,6 @@ class Batch:
         return run
 
 
-LONGEST_SENTENCE = 300  # characters a candidate may write before it must stop
 
 
 class Scheduler:
@@ -539,11 +543,15 @@ class Scheduler:
             return True  # its story was cancelled
         end = sentence_end(row.text, max(row.sentence_start, min(checked, len(row.text)) - 2))
         stop = row.end.stop(row.text, min(checked, len(row.text)))
-        if end is None and stop is None and len(row.text) - row.sentence_start < LONGEST_SENTENCE \
+        if end is None and stop is None and len(row.text) - row.sentence_start < search.longest \
                 and row.filtered <= MAX_FILTERED:
             return False
         if end is None or (stop is not None and stop < end):
             end = stop if stop is not None else len(row.text)
+        elif not search.done or search.longest == LONGEST_SENTENCE:
+            # The first whole sentence sets how long the others may take: counted in characters,
+            # so the same seed still tells the same story.
+            search.longest = min(LONGEST_SENTENCE, end - row.sentence_start + LATE)
         search.done.append((row.stream[2], row, end, self.batch.arrays(i)))
         search.waiting -= 1
         return True

@@ -743,6 +743,15 @@ def test_settings_read_the_engine_choice():
         Settings.from_env({"QUILL_ENGINE": "gpu"}, dotenv=False)
 
 
+def test_settings_read_the_search_width():
+    from bot.settings import SettingsError
+
+    assert Settings.from_env({"QUILL_SEARCH_WIDTH": "1"}, dotenv=False).generator_config().search_width == 1
+    assert Settings.from_env({}, dotenv=False).generator_config().search_width == 8
+    with pytest.raises(SettingsError, match="QUILL_SEARCH_WIDTH must be a whole number"):
+        Settings.from_env({"QUILL_SEARCH_WIDTH": "wide"}, dotenv=False)
+
+
 async def test_settings_set_chapters_and_together_length(bot):
     guild = next(guilds)
     i = await run(bot, "settings", make_interaction(bot, guild_id=guild, manage_guild=True), max_chapters=4,

@@ -81,7 +81,7 @@ async def _side_by_side(model_dir: Path, length: int, option: str, rounds: int =
     off, alternating between two generators so that both see the same machine: one request at a
     time (the median of `rounds`) and 64 at once (of `wide_rounds`). Requests carry the default cast."""
     generators = {on: StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600,
-                                                     **{option: on})) for on in (True, False)}
+                                                     search_width=1, **{option: on})) for on in (True, False)}
     for generator in generators.values():
         await generator.start()
     cast = usable_cast(default_cast(), generators[True].vocab)
@@ -111,6 +111,57 @@ async def _side_by_side(model_dir: Path, length: int, option: str, rounds: int =
         on, off = statistics.median(rates[True]), statistics.median(rates[False])
         result.update({f"{label}_{name}_on_chars_per_s": round(on), f"{label}_{name}_off_chars_per_s": round(off),
                        f"{label}_{name}_on_vs_off": round(on / off, 3)})
+    return result
+
+
+async def search_side_by_side(model_dir: Path, length: int = 800, rounds: int = 3) -> dict:
+    """Sentence search on (up to 8 candidates a sentence) and off, alternating between two generators:
+    stories per second and the time to the first streamed text (with search, the first whole
+    sentence), at 1, 8 and 64 stories at once, at the server's length, with the default cast."""
+    from model.critic import Critic
+
+    if Critic.load(model_dir) is None:
+        return {"search": "the bundle has no critic (quill fit-critic)"}
+    generators = {on: StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600,
+                                                     search_width=8 if on else 1)) for on in (True, False)}
+    for generator in generators.values():
+        await generator.start()
+    cast = usable_cast(default_cast(), generators[True].vocab)
+
+    async def story(generator, seed: int) -> tuple[float, float, int]:
+        t, first, width = time.perf_counter(), None, 1
+        async for event in generator.stream(StoryRequest(PROMPT, length, seed=seed, cast=cast)):
+            if event.text and first is None:
+                first = time.perf_counter() - t
+            if event.story is not None:
+                width = event.story.width
+        return first or 0.0, time.perf_counter() - t, width
+
+    result = {}
+    try:
+        for n in (1, 8, 64):
+            rates, firsts, widths = {True: [], False: []}, {True: [], False: []}, set()
+            for round_ in range(rounds + (n == 1)):
+                for on, generator in generators.items():
+                    t = time.perf_counter()
+                    told = await asyncio.gather(*(story(generator, 100 * round_ + i) for i in range(n)))
+                    if n == 1 and round_ == 0:
+                        continue  # a warm-up
+                    rates[on].append(n / (time.perf_counter() - t))
+                    firsts[on] += [f for f, _, _ in told]
+                    if on:
+                        widths |= {w for _, _, w in told}
+            for on in (True, False):
+                key = f"{n}_at_once_search_{'on' if on else 'off'}"
+                result[f"{key}_stories_per_s"] = round(statistics.median(rates[on]), 2)
+                result[f"{key}_first_text_s"] = round(statistics.median(firsts[on]), 3)
+            result[f"{n}_at_once_search_on_vs_off"] = round(statistics.median(rates[True]) /
+                                                            statistics.median(rates[False]), 3)
+            result[f"{n}_at_once_widths"] = sorted(widths)
+        result["search_generator_peak_rss_mb"] = _peak_rss_mb(generators[True].pid)
+    finally:
+        for generator in generators.values():
+            await generator.close()
     return result
 
 
@@ -162,7 +213,8 @@ def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> 
 async def _measure(model_dir: Path, length: int) -> dict:
     result = {"generator_ready_warm_s": round(await _ready_seconds(model_dir), 2),
               "quill_story_wall_s": round(_quill_story_seconds(model_dir), 2)}
-    generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600))
+    generator = StoryGenerator(GeneratorConfig(model=model_dir, max_batch=64, queue_size=64, timeout=600,
+                                               search_width=1))
     await generator.start()
     try:
         result.update({"engine": generator.info.get("engine"), "story_length": length,
@@ -210,6 +262,7 @@ async def _measure(model_dir: Path, length: int) -> dict:
         result["generator_peak_rss_mb"] = _peak_rss_mb(generator.pid)
     finally:
         await generator.close()
+    result.update(await search_side_by_side(model_dir))
     result.update(await _side_by_side(model_dir, length, "check_words"))
     result.update(await _side_by_side(model_dir, length, "memory"))
     result.update(memory_cost_in_the_engine(model_dir, length))

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import load_network, write_json_atomic
-from model.critic import (FEATURES, NAME, SPECIALS, TABLES_FILE, WEIGHTS_FILE, Candidate, Critic, WordModel,
-                          is_capitalised, opens_sentence, tokens)
+from model.critic import (FEATURES, LONGEST, NAME, SPECIALS, TABLES_FILE, WEIGHTS_FILE, Candidate, Critic,
+                          WordModel, is_capitalised, opens_sentence, tokens)
 from model.engine import FusedEngine
 from model.generator import LONGEST_SENTENCE
 from model.memory import default_cast, initials_of, names_in, new_rows
@@ -78,7 +78,20 @@ def count_words(texts: list[str]) -> WordModel:
     pair_followers = np.where(contexts[at] == pair_keys, per_context[at], 0)
     kept = triple_counts >= MIN_NGRAM
     return WordModel(words, unigrams, followers.astype(np.int32), pair_keys, pair_counts.astype(np.int32),
-                     pair_followers.astype(np.int32), triple_keys[kept], triple_counts[kept].astype(np.int32), names)
+                     pair_followers.astype(np.int32), triple_keys[kept], triple_counts[kept].astype(np.int32), names,
+                     sentence_lengths(texts))
+
+
+def sentence_lengths(texts: list[str]) -> np.ndarray:
+    """log P(a sentence has n words) in `texts`, n = 0..LONGEST (the last: LONGEST or more), with
+    one more of each length so that none is impossible."""
+    counts = np.ones(LONGEST + 1)
+    for text in texts:
+        at = 0
+        while (end := sentence_end(text, at)) is not None:
+            counts[min(sum(t[0].isalpha() for t in tokens(text[at:end])), LONGEST)] += 1
+            at = end
+    return np.log(counts / counts.sum())
 
 
 def _form(token: str, previous: str | None, names: frozenset[str]) -> str:
