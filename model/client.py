@@ -182,7 +182,7 @@ class StoryGenerator:
                 self._on_event(*event)
             self._dispatch()
 
-    def _on_event(self, kind: str, rid: int, text: str, filtered: int = 0, width: int = 1) -> None:
+    def _on_event(self, kind: str, rid: int, text: str, filtered: int = 0, width: float = 1) -> None:
         pending = self._running.get(rid)
         if pending is None:
             return  # cancelled meanwhile
@@ -198,7 +198,7 @@ class StoryGenerator:
             story = Story(read(text[len(request.context):]), len(read(request.start)), request,
                           time.monotonic() - pending.started, self.info.get("model", self.bundle.name),
                           self.info.get("card_hash", ""), filtered, width)
-            log.info("story %d: %d characters, %d candidates a sentence, %.2f s", rid, len(story.written), width,
+            log.info("story %d: %d characters, %.1f candidates a sentence, %.2f s", rid, len(story.written), width,
                      story.seconds)
             pending.events.put_nowait(StoryEvent(text=read(tail), story=story))
         else:

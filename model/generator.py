@@ -203,7 +203,7 @@ class Story:
     model: str
     card_hash: str
     filtered: int = 0  # times the filter stopped a blocked word and the model chose again
-    width: int = 1  # candidates the critic chose each sentence from (1: no search)
+    width: float = 1  # candidates the critic chose each sentence from, on average (1: no search)
 
     @property
     def seed(self) -> int:
@@ -245,7 +245,8 @@ class _Row:
         self.checked = self.primed  # every complete word before here is clean
         self.banned: dict[int, set[int]] = {}  # position -> ids the filter took away there
         self.filtered = 0
-        self.width = 1  # candidates per sentence (1: no search)
+        self.width = 1  # candidates for the next sentence (1: no search)
+        self.widths: list[int] = []  # candidates each sentence was chosen from
         self.sentences = 0  # sentences chosen so far
         self.search: _Search | None = None
         self.sentence_start = self.primed
@@ -381,13 +382,14 @@ class Scheduler:
     row that ends mid-run keeps only its text up to the end, so its story is the same whatever run
     length or company it had.
 
-    Sentence search: with a critic, a story admitted while rows are free gets a width K > 1. At
-    each sentence start it forks into K candidate rows that share its state, memory, cast and word
+    Sentence search: with a critic, a story at a sentence start while rows are free gets a width
+    K > 1: it forks into K candidate rows that share its state, memory, cast and word
     list and run in the same batch as every other row; each stops at its sentence's end (with the
     few characters its run drew past it) or at a cap, and waits. When all K have, the critic keeps
     one: it becomes the story's row, its sentence is streamed, the others are dropped. K is chosen
-    on admission from the free rows (a busy generator gives 1: no search, stories as before), so the
-    same seed and width tell the same story."""
+    at each sentence from the rows a full batch leaves each story, so a busy generator gives 1: no
+    search, and the story goes on as stories did before. The same seed tells the same story at the
+    same widths (alone, always)."""
 
     def __init__(self, engine, vocab: Vocabulary, flush_chars: int = 64, flush_seconds: float = 0.1,
                  steps_per_call: int = 16, limits: GeneratorConfig | None = None, critic: Critic | None = None):
@@ -411,9 +413,9 @@ class Scheduler:
     def stories(self) -> int:
         return sum(row.search is None for row in self.batch.rows) + len(self.searching)
 
-    def width_for(self, joining: int) -> int:
-        """Candidates per sentence for a story joining now: the rows a full batch leaves each story,
-        at most the configured width; 1 without a critic."""
+    def width_for(self, joining: int = 0) -> int:
+        """Candidates for a story's next sentence now (with `joining` more stories): the rows a full
+        batch leaves each story, at most the configured width; 1 without a critic."""
         if self.critic is None or self.limits.search_width < 2:
             return 1
         return max(1, min(self.limits.search_width, self.limits.max_batch // max(1, self.stories + joining)))
@@ -571,6 +573,7 @@ class Scheduler:
         best = int(np.argmax(values)) if np.isfinite(values).any() else 0
         _, row, end, arrays = done[best]
         row.search, row.sentences, row.stream = None, story.sentences + 1, story.stream
+        row.widths = story.widths + [story.width]
         sentence_text = row.text[:end]
         stop = row.end.stop(sentence_text, row.sentence_start)
         if row.filtered > MAX_FILTERED or stop is not None:
@@ -579,12 +582,23 @@ class Scheduler:
         row.scores = row.scores[end - row.sentence_start:]  # the characters its run drew past the end
         row.sent = row.sentence_start = end
         self.batch.add([row], *arrays)
-        self._fork(len(self.batch) - 1)
-        self._drop_parked()
+        row.width = self.width_for()
+        if row.width > 1:
+            self._fork(len(self.batch) - 1)
+            self._drop_parked()
+        else:  # a busy generator: the story goes on without search
+            row.stream, row.drawn_from = (row.request.seed, row.sentences), len(row.text)
+            row.reposition()
         return out
 
     def _done(self, row: _Row, text: str) -> tuple:
-        return "done", row.rid, text, row.filtered, row.width
+        """The story's end, with the candidates its sentences were chosen from on average (those
+        written on without search count 1)."""
+        plain, at = 0, row.sentence_start
+        while (at := sentence_end(text, at)) is not None:
+            plain += 1
+        widths = row.widths + [1] * max(plain, 0 if row.widths else 1)
+        return "done", row.rid, text, row.filtered, round(sum(widths) / len(widths), 2)
 
 
 def serve(config: GeneratorConfig, inbox, outbox) -> None:
