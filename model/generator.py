@@ -223,6 +223,7 @@ def word_filter(server_words: tuple[str, ...]) -> WordFilter:
 MAX_FILTERED = 64  # a row the model keeps steering to blocked words ends where it stands
 
 
+GATHER_SECONDS = 0.003  # how long the process waits for the next request of a burst
 LONGEST_SENTENCE = 300  # characters a candidate may write before it must stop
 LATE = 100  # once one candidate has ended its sentence, the others may write this much longer
 
@@ -624,7 +625,9 @@ def serve(config: GeneratorConfig, inbox, outbox) -> None:
     joining = []
     while True:
         try:
-            while not (scheduler.active or joining) or inbox.poll():
+            # A burst of requests is admitted together (waiting up to GATHER_SECONDS for the next of
+            # it), so that each story's width is chosen knowing how many came.
+            while not (scheduler.active or joining) or inbox.poll(GATHER_SECONDS if joining else 0):
                 message = inbox.recv()  # blocks only while idle
                 if message[0] == "stop":
                     return
