@@ -230,6 +230,37 @@ async def test_gallery_save_vote_pages_and_remove(bot):
     assert f"no tale #{target}" in ephemeral_text(gone)
 
 
+async def test_an_unsaved_tale_is_shown_only_to_members_who_can_read_its_channel(bot):
+    from unittest.mock import MagicMock
+
+    import discord
+
+    guild = next(guilds)
+    story = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=40), start="Harry", length=150)
+    tid = tale_id(story.edit_original_response.call_args.kwargs["view"])  # told in a staff channel, not saved
+
+    def member(can_see: bool, user_id: int = 41):
+        interaction = make_interaction(bot, guild_id=guild, user_id=user_id)
+        channel = MagicMock(spec_set=discord.TextChannel)
+        channel.permissions_for.return_value = discord.Permissions(view_channel=can_see)
+        interaction.guild.get_channel_or_thread.return_value = channel
+        return interaction
+
+    for command in ("tale show", "tale export"):
+        outsider = await run(bot, command, member(False), id=tid)
+        assert f"no tale #{tid}" in ephemeral_text(outsider)  # as if there were none
+        outsider.response.defer.assert_not_called()
+        for allowed in (member(True), member(False, user_id=40)):  # one who can read it; its author
+            await run(bot, command, allowed, id=tid)
+            sent = allowed.response.send_message.call_args.kwargs
+            assert (sent.get("embed") or sent.get("file")) and not sent.get("ephemeral")
+    gone = member(False)
+    gone.guild.get_channel_or_thread.return_value = None  # the channel was deleted
+    assert f"no tale #{tid}" in ephemeral_text(await run(bot, "tale show", gone, id=tid))
+    await bot.gallery.save_to_gallery(guild, tid)  # saved: the whole server may read it
+    assert not ephemeral_text(await run(bot, "tale show", member(False), id=tid))
+
+
 async def test_two_guilds_never_see_each_other(bot):
     a, b = next(guilds), next(guilds)
     story = await run(bot, "story", make_interaction(bot, guild_id=a), start="Harry", length=150)

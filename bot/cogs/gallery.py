@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.cogs.together import authors
+from bot.db import TaleNotFound
 from bot.errors import NO_MENTIONS, MemberError
 from bot.writing import member_name, server_words
 from bot.views import Paginator
@@ -31,6 +32,13 @@ def tale_text(tale, chapters) -> str:
         else:
             parts.append(f"{c.text.strip()}\n")
     return "\n".join(parts)
+
+
+def can_read(interaction: discord.Interaction, channel_id: int) -> bool:
+    """Whether the member can see the channel (or thread) a tale was told in; a channel that is gone
+    counts as one they cannot."""
+    channel = interaction.guild.get_channel_or_thread(channel_id) if interaction.guild else None
+    return channel is not None and channel.permissions_for(interaction.user).view_channel
 
 
 class GalleryCog(commands.Cog):
@@ -99,7 +107,12 @@ class GalleryCog(commands.Cog):
             file=discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tale-{id}.txt"))
 
     async def _visible(self, interaction: discord.Interaction, tale_id: int):
+        """The tale, if this member may read it: one in the gallery, their own, or one told in a
+        channel they can read (tale numbers count up, so any other answer would open staff
+        channels and private threads); otherwise the same answer as for no tale at all."""
         found = await self.bot.gallery.get(interaction.guild_id, tale_id)
+        if not (found.in_gallery or found.author_id == interaction.user.id or can_read(interaction, found.channel_id)):
+            raise TaleNotFound(tale_id)
         if found.hidden and not interaction.permissions.manage_messages:
             raise MemberError(HIDDEN_NOTICE.format(id=tale_id))
         return found
