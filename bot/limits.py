@@ -25,3 +25,5 @@ START = Limit(1, 200)  # characters of a story's start
 LINE = Limit(1, 300)  # characters of a member's line written together
 TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the bot's reply
 MAX_SERVER_WORDS = 500  # a server's own blocked words
+SERVER_SHARE = 4  # a server may hold at most 1/4 of the storyteller (its rows and queue) at once
+MEMBER_IN_FLIGHT = 2  # stories one member may have being written at once

@@ -3,10 +3,44 @@ and a member's name as tales keep it."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import discord
 
+from bot.errors import MemberError
+from bot.limits import MEMBER_IN_FLIGHT, SERVER_SHARE
 from model.generator import word_filter
+
+
+class ShareUsed(MemberError):
+    """A server or member already has its share of the storyteller."""
+
+
+class Shares:
+    """Stories being written, per server and per member. The storyteller's rows and queue are
+    shared by every server on the process, and a moderator may set the cooldown to 0: so a server
+    holds at most 1/SERVER_SHARE of them, and a member MEMBER_IN_FLIGHT, and one server's flood
+    leaves the others their turn."""
+
+    def __init__(self, capacity: int):
+        self.server_most = max(1, capacity // SERVER_SHARE)
+        self.servers: Counter[int] = Counter()
+        self.members: Counter[tuple[int, int]] = Counter()
+
+    def take(self, guild_id: int, user_id: int) -> None:
+        if self.members[guild_id, user_id] >= MEMBER_IN_FLIGHT:
+            raise ShareUsed(f"You already have {MEMBER_IN_FLIGHT} stories being written; wait for one to finish.")
+        if self.servers[guild_id] >= self.server_most:
+            raise ShareUsed(f"This server already has {self.server_most} stories being written, its share of "
+                              f"the storyteller; try again when one is done.")
+        self.servers[guild_id] += 1
+        self.members[guild_id, user_id] += 1
+
+    def give_back(self, guild_id: int, user_id: int) -> None:
+        for counter, key in ((self.servers, guild_id), (self.members, (guild_id, user_id))):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]  # no server or member is remembered once it has nothing in flight
 
 
 async def server_words(bot, guild_id: int) -> tuple[str, ...]:

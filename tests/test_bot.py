@@ -156,6 +156,40 @@ async def test_busy_queue_says_how_many_wait(bot):
     assert final_embed(retry) is not None
 
 
+async def test_a_flooding_server_keeps_to_its_share_and_another_server_still_writes(bot):
+    flood, other = next(guilds), next(guilds)
+    for guild in (flood, other):
+        await bot.guild_settings.update(guild, cooldown_seconds=0)
+    share = bot.get_cog("StoryCog").shares.server_most  # a quarter of 2 rows and 2 waiting: 1
+    attempts = [make_interaction(bot, guild_id=flood, user_id=200 + i) for i in range(6)]
+    floods = [asyncio.ensure_future(run(bot, "story", i, start="Harry", length=150)) for i in attempts]
+    await asyncio.sleep(0)  # the flood is in flight
+    neighbour = await run(bot, "story", make_interaction(bot, guild_id=other, user_id=300), start="Ron", length=150)
+    assert final_embed(neighbour) is not None  # written, not refused as busy
+    await asyncio.gather(*floods)
+    refused = [i for i in attempts if ephemeral_text(i) and "its share of the storyteller" in ephemeral_text(i)]
+    assert len(refused) == len(attempts) - share
+    assert all(i.response.defer.call_count == 0 for i in refused)
+    member = make_interaction(bot, guild_id=other, user_id=301)
+    again = await run(bot, "story", member, start="Ron", length=150)  # shares are given back when done
+    assert final_embed(again) is not None and not bot.get_cog("StoryCog").shares.servers
+
+
+def test_a_member_keeps_to_two_stories_at_once():
+    from bot.writing import Shares, ShareUsed
+
+    shares = Shares(capacity=96)
+    shares.take(1, 10), shares.take(1, 10)
+    with pytest.raises(ShareUsed, match="2 stories being written"):
+        shares.take(1, 10)
+    shares.take(1, 11)  # another member of the same server
+    shares.give_back(1, 10)
+    shares.take(1, 10)
+    for _ in range(3):
+        shares.give_back(1, 10) if shares.members[1, 10] else shares.give_back(1, 11)
+    assert not shares.servers and not shares.members  # nothing kept once nothing is in flight
+
+
 def generator_request(seed):
     from model.generator import StoryRequest
     return StoryRequest("Harry", 1500, seed=seed)

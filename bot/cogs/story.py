@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import START, STORY_LENGTH
-from bot.writing import member_name, server_words
+from bot.writing import Shares, ShareUsed, member_name, server_words
 from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
@@ -87,6 +87,9 @@ def counting_refusals(metrics):
         raise
     except InvalidRequest:
         metrics.refused.labels("invalid").inc()
+        raise
+    except ShareUsed:
+        metrics.refused.labels("share").inc()
         raise
     except MemberError:  # stories are written in another channel
         metrics.refused.labels("channel").inc()
@@ -228,6 +231,7 @@ class StoryCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.cooldowns = Cooldowns()
+        self.shares = Shares(bot.settings.max_batch + bot.settings.queue_size)
         self.edit_interval = EDIT_INTERVAL
 
     async def cog_load(self) -> None:
@@ -329,6 +333,13 @@ class StoryCog(commands.Cog):
         finished tale. The generator never writes a blocked word; masking here is the last line of
         defence (letter for letter, so the story's `begins` still holds)."""
         metrics = self.bot.metrics
+        guild_id, user_id = interaction.guild_id, interaction.user.id
+        try:
+            with counting_refusals(metrics):
+                self.shares.take(guild_id, user_id)  # before deferring: a refusal is quick and private
+        except ShareUsed:
+            self.cooldowns.give_back(guild_id, user_id)
+            raise
         metrics.started.inc()
         began = time.monotonic()
         try:
@@ -336,12 +347,14 @@ class StoryCog(commands.Cog):
             story = await self._stream(interaction, request, began)
             stored = await store(replace(story, text=word_filter(request.blocked_words).mask(story.text)))
         except BaseException as error:
-            self.cooldowns.give_back(interaction.guild_id, interaction.user.id)
+            self.cooldowns.give_back(guild_id, user_id)
             if isinstance(error, GeneratorBusy):
                 metrics.refused.labels("busy").inc()
             else:
                 metrics.failed.inc()
             raise
+        finally:
+            self.shares.give_back(guild_id, user_id)
         metrics.finished.inc()
         metrics.story_seconds.observe(time.monotonic() - began)
         metrics.rewinds.inc(story.filtered)
