@@ -1,10 +1,12 @@
 # The runtime image: tells stories with numba from the shipped model, no TensorFlow or Keras.
 FROM python:3.11-slim
 
-# numba's compiled story engine is built into the image (see the warm-up below); a machine with
+# The metrics listen on the container's own network (Prometheus in compose scrapes them there);
+# publishing the port is the operator's choice. numba's compiled story engine is built into the image (see the warm-up below); a machine with
 # another CPU recompiles it once, into the same folder, which the bot's user owns.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache QUILL_METRICS_PORT=9100
+    QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache QUILL_METRICS_PORT=9100 \
+    QUILL_METRICS_HOST=0.0.0.0
 WORKDIR /app
 
 # Dependencies first, in their own layer: a code change does not reinstall them. The list is

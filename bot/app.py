@@ -90,7 +90,8 @@ class QuillBot(commands.AutoShardedBot):
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         await self.prepare()
         if self.settings.metrics_port:
-            self.metrics_server = MetricsServer(self.metrics, self.health_problem, self.settings.metrics_port)
+            self.metrics_server = MetricsServer(self.metrics, self.health_problem, self.settings.metrics_port,
+                                               self.settings.metrics_host)
             await self.metrics_server.start()
         await self.sync_commands(force=self.force_sync)
 

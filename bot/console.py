@@ -33,6 +33,7 @@ class _Member:
     def __init__(self, id: int, name: str):
         self.id, self.name, self.display_name, self.bot = id, name, name, False
         self.mention = f"<@{id}>"
+        self.guild_permissions = discord.Permissions.all()  # the local member owns the local server
 
 
 class _Place:

@@ -24,6 +24,14 @@ def require_manage_server(interaction: discord.Interaction) -> None:
         raise app_commands.MissingPermissions(["manage_guild"])
 
 
+def moderates(interaction: discord.Interaction) -> bool:
+    """Whether the member moderates the server's tales: Manage Messages granted server-wide (by a
+    role), not only in the channel where they ask, so a moderator of one channel is not one of the
+    whole gallery."""
+    permissions = getattr(interaction.user, "guild_permissions", None)
+    return bool(permissions is not None and permissions.manage_messages)
+
+
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
     await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 

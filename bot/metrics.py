@@ -67,7 +67,7 @@ class Metrics:
 class MetricsServer:
     """/metrics, and /healthz: 200 only while `healthy()` (the gateway connected and the generator ready)."""
 
-    def __init__(self, metrics: Metrics, healthy, port: int, host: str = "0.0.0.0"):
+    def __init__(self, metrics: Metrics, healthy, port: int, host: str):
         self.metrics, self.healthy, self.port, self.host = metrics, healthy, port, host
         self._runner: web.AppRunner | None = None
 

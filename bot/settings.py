@@ -51,6 +51,7 @@ class Settings:
     shard_count: int | None = None  # None: as Discord recommends, all in this process
     shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
+    metrics_host: str = "127.0.0.1"  # where they listen: this machine only, unless the operator says otherwise
     discord_api: str | None = None  # Discord's REST API through a rate-limit proxy; None: Discord's own
 
     @classmethod
@@ -112,6 +113,7 @@ class Settings:
             shard_count=shard_count,
             shard_ids=shards(),
             metrics_port=metrics_port,
+            metrics_host=env.get("QUILL_METRICS_HOST", "").strip() or d.metrics_host,
             discord_api=env.get("QUILL_DISCORD_API", "").strip().rstrip("/") or None,
         )
 

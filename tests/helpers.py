@@ -22,6 +22,7 @@ def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "
     interaction.user = MagicMock(spec_set=discord.Member)
     interaction.user.id, interaction.user.display_name, interaction.user.mention = user_id, name, f"<@{user_id}>"
     interaction.permissions = discord.Permissions(manage_guild=manage_guild, manage_messages=manage_messages)
+    interaction.user.guild_permissions = interaction.permissions  # granted by a role, server-wide
     response = MagicMock(spec_set=discord.InteractionResponse)
 
     async def answer(*args, **kwargs):

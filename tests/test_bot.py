@@ -175,6 +175,31 @@ async def test_a_flooding_server_keeps_to_its_share_and_another_server_still_wri
     assert final_embed(again) is not None and not bot.get_cog("StoryCog").shares.servers
 
 
+async def test_a_moderator_of_one_channel_does_not_moderate_the_gallery(bot):
+    guild = next(guilds)
+    channel_mod = make_interaction(bot, guild_id=guild, user_id=7)
+    channel_mod.permissions = discord.Permissions(manage_messages=True)  # granted in this channel only
+    await run(bot, "gallery", channel_mod, sort="reported")
+    assert "Manage Messages" in ephemeral_text(channel_mod) or "permission" in ephemeral_text(channel_mod).lower()
+    server_mod = make_interaction(bot, guild_id=guild, user_id=8, manage_messages=True)
+    await run(bot, "gallery", server_mod, sort="reported")
+    assert server_mod.response.send_message.call_args.kwargs.get("embed") is not None
+
+
+def test_cooldowns_forget_turns_that_are_over(monkeypatch):
+    import time
+
+    from bot.cogs import story
+    from bot.limits import COOLDOWN_SECONDS
+
+    cooldowns = story.Cooldowns()
+    monkeypatch.setattr(story, "PRUNE_AT", 3)
+    long_ago = time.monotonic() - COOLDOWN_SECONDS.high - 1
+    cooldowns.last = {(9, 1): long_ago, (9, 2): long_ago, (9, 3): time.monotonic()}
+    cooldowns.take(9, 4, 0)  # the turns older than the longest cooldown go; a recent one stays
+    assert sorted(cooldowns.last) == [(9, 3), (9, 4)]
+
+
 def test_a_member_keeps_to_two_stories_at_once():
     from bot.writing import Shares, ShareUsed
 
@@ -757,6 +782,13 @@ async def test_writing_together_in_a_thread(bot):
     assert parts[0].text.strip() == "Ron looked at the owl."
     assert [c.text.strip() for c in await bot.gallery.chapters(other, other_tid)][0] == "The hall was dark."
 
+    plain = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=5), start="Harry", length=150)
+    plain_tid = tale_id(plain.edit_original_response.call_args.kwargs["view"])
+    stray = make_interaction(bot, guild_id=guild, user_id=4)
+    await press_button_error(cog.add_line(stray, plain_tid, "Ron ran."), stray)  # a tale told alone takes no lines
+    assert "is not written together" in ephemeral_text(stray)
+    assert await bot.gallery.chapters(guild, plain_tid) == []
+
     unknown = make_interaction(bot, guild_id=guild, user_id=4)
     await press_button_error(cog.add_line(unknown, tid, "Ron saw \u2603"), unknown)
     assert "does not know these characters: '\u2603'" in ephemeral_text(unknown)
@@ -806,6 +838,19 @@ def test_settings_read_the_engine_choice():
     assert Settings.from_env({}, dotenv=False).engine == "auto"
     with pytest.raises(SettingsError, match="QUILL_ENGINE must be one of auto, cpu, device"):
         Settings.from_env({"QUILL_ENGINE": "gpu"}, dotenv=False)
+
+
+def test_the_metrics_listen_on_this_machine_unless_told_otherwise_and_the_example_env_sets_no_defaults():
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    assert Settings.from_env({}, dotenv=False).metrics_host == "127.0.0.1"
+    assert Settings.from_env({"QUILL_METRICS_HOST": "0.0.0.0"}, dotenv=False).metrics_host == "0.0.0.0"
+    example = dotenv_values(Path(__file__).resolve().parent.parent / ".env.example")
+    assert "QUILL_DATABASE" not in example and "QUILL_METRICS_PORT" not in example  # the image's own stay
+    settings = Settings.from_env({k: v or "" for k, v in example.items()}, dotenv=False)
+    assert settings.database == Settings().database and settings.metrics_port is None
 
 
 def test_settings_read_the_search_width():

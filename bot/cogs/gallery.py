@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.cogs.together import authors
 from bot.db import TaleNotFound
-from bot.errors import NO_MENTIONS, MemberError
+from bot.errors import NO_MENTIONS, MemberError, moderates
 from bot.writing import member_name, server_words
 from bot.views import Paginator
 
@@ -55,7 +55,7 @@ class GalleryCog(commands.Cog):
                       author: discord.User | None = None):
         guild_id = interaction.guild_id
         store = self.bot.gallery
-        if sort == "reported" and not interaction.permissions.manage_messages:
+        if sort == "reported" and not moderates(interaction):
             raise app_commands.MissingPermissions(["manage_messages"])
         heading = {"top": "top tales", "new": "newest tales",
                    "reported": "reported tales, hidden (/tale restore or /tale remove)"}[sort]
@@ -113,14 +113,14 @@ class GalleryCog(commands.Cog):
         found = await self.bot.gallery.get(interaction.guild_id, tale_id)
         if not (found.in_gallery or found.author_id == interaction.user.id or can_read(interaction, found.channel_id)):
             raise TaleNotFound(tale_id)
-        if found.hidden and not interaction.permissions.manage_messages:
+        if found.hidden and not moderates(interaction):
             raise MemberError(HIDDEN_NOTICE.format(id=tale_id))
         return found
 
     @tale.command(name="restore", description="Show a reported tale again (members with Manage Messages)")
     @app_commands.describe(id="The tale's number (see /gallery sort:reported)")
     async def restore(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
-        if not interaction.permissions.manage_messages:
+        if not moderates(interaction):
             raise app_commands.MissingPermissions(["manage_messages"])
         await self.bot.gallery.restore(interaction.guild_id, id)
         await interaction.response.send_message(f"Tale #{id} is shown again; its reports are cleared.",
@@ -130,7 +130,7 @@ class GalleryCog(commands.Cog):
     @app_commands.describe(id="The tale's number (#id in its footer)")
     async def remove(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
         found = await self.bot.gallery.get(interaction.guild_id, id)
-        if found.author_id != interaction.user.id and not interaction.permissions.manage_messages:
+        if found.author_id != interaction.user.id and not moderates(interaction):
             raise MemberError("Only the tale's author or members with Manage Messages can remove it.")
         await self.bot.gallery.remove(interaction.guild_id, id)
         await interaction.response.send_message(f"Tale #{id} was removed.", ephemeral=True,

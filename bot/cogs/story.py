@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
-from bot.limits import START, STORY_LENGTH
+from bot.limits import COOLDOWN_SECONDS, START, STORY_LENGTH
 from bot.writing import Shares, ShareUsed, member_name, server_words
 from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
@@ -96,6 +96,9 @@ def counting_refusals(metrics):
         raise
 
 
+PRUNE_AT = 10_000  # remembered turns before the cooldowns forget those that are over
+
+
 class Cooldowns:
     """One story per member per `seconds`, per server; a story that fails gives the turn back."""
 
@@ -107,6 +110,8 @@ class Cooldowns:
         wait = self.last.get((guild_id, user_id), -1e9) + seconds - now
         if wait > 0:
             raise CooldownActive(wait)
+        if len(self.last) >= PRUNE_AT:  # turns older than the longest cooldown can matter no more
+            self.last = {key: at for key, at in self.last.items() if now - at < COOLDOWN_SECONDS.high}
         self.last[(guild_id, user_id)] = now
 
     def give_back(self, guild_id: int, user_id: int) -> None:

@@ -12,7 +12,7 @@ from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, 
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
 from bot.writing import member_name
-from bot.errors import NO_MENTIONS, MemberError, answer_error
+from bot.errors import NO_MENTIONS, MemberError, answer_error, moderates
 from model.generator import InvalidRequest
 
 BOT_AUTHOR = (0, "Quill")
@@ -125,6 +125,8 @@ class TogetherCog(commands.Cog):
         stored together, in order, each with its author."""
         bot, user, guild_id = self.bot, interaction.user, interaction.guild_id
         tale = await bot.gallery.get(guild_id, tale_id)
+        if not tale.together:
+            raise MemberError(f"Tale #{tale.id} is not written together: Continue writes its next chapter.")
         if tale.hidden:
             raise MemberError(HIDDEN_NOTICE.format(id=tale.id))
         if tale.finished:
@@ -152,7 +154,7 @@ class TogetherCog(commands.Cog):
         return parts[0], parts[1]
 
     async def finish(self, interaction: discord.Interaction, tale: Tale) -> Tale:
-        if interaction.user.id != tale.author_id and not interaction.permissions.manage_messages:
+        if interaction.user.id != tale.author_id and not moderates(interaction):
             raise MemberError("Only the member who opened this tale, or members with Manage Messages, can finish it.")
         tale = await self.bot.gallery.finish(tale.guild_id, tale.id)
         chapters = await self.bot.gallery.chapters(tale.guild_id, tale.id)
