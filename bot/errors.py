@@ -32,6 +32,12 @@ def moderates(interaction: discord.Interaction) -> bool:
     return bool(permissions is not None and permissions.manage_messages)
 
 
+def counted(n: int, thing: str, bold: bool = False) -> str:
+    """ "1 chapter", "2 chapters" (the number in bold for settings): a count and its noun, in the
+    right number."""
+    return f"{f'**{n}**' if bold else n} {thing if n == 1 else thing + 's'}"
+
+
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
     await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
 
@@ -62,7 +68,8 @@ def member_message(error: Exception) -> str | None:
         return f"That value is not valid: \u201c{str(error.value)[:100]}\u201d."
     if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit, TaleFinished)):
         text = str(error)
-        return text[:1].upper() + text[1:]
+        text = text[:1].upper() + text[1:]
+        return text if text.endswith((".", "!", "?", ")")) else text + "."
     return None
 
 

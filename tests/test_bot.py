@@ -853,6 +853,15 @@ def test_the_metrics_listen_on_this_machine_unless_told_otherwise_and_the_exampl
     assert settings.database == Settings().database and settings.metrics_port is None
 
 
+def test_counts_and_refusals_read_as_sentences():
+    from bot.db import TaleNotFound
+    from bot.errors import counted, member_message
+
+    assert (counted(1, "chapter"), counted(2, "part"), counted(1, "report", bold=True)) == \
+        ("1 chapter", "2 parts", "**1** report")
+    assert member_message(TaleNotFound(999)) == "There is no tale #999 in this server."
+
+
 def test_settings_read_the_search_width():
     from bot.settings import SettingsError
 

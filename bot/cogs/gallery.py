@@ -12,7 +12,7 @@ from discord.ext import commands
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.cogs.together import authors
 from bot.db import TaleNotFound
-from bot.errors import NO_MENTIONS, MemberError, moderates
+from bot.errors import NO_MENTIONS, MemberError, counted, moderates
 from bot.writing import member_name, server_words
 from bot.views import Paginator
 
@@ -103,7 +103,7 @@ class GalleryCog(commands.Cog):
         chapters = await self.bot.gallery.chapters(interaction.guild_id, id)
         text = tale_text(found, chapters)
         await interaction.response.send_message(
-            f"Tale #{id}, {found.chapters} chapter(s).", allowed_mentions=NO_MENTIONS,
+            f"Tale #{id}, {counted(found.chapters, 'chapter')}.", allowed_mentions=NO_MENTIONS,
             file=discord.File(io.BytesIO(text.encode("utf-8")), filename=f"tale-{id}.txt"))
 
     async def _visible(self, interaction: discord.Interaction, tale_id: int):

@@ -6,7 +6,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.db import GuildSettings
-from bot.errors import NO_MENTIONS, require_manage_server
+from bot.errors import NO_MENTIONS, counted, require_manage_server
 from bot.limits import COOLDOWN_SECONDS, MAX_CHAPTERS, REPORT_THRESHOLD, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH
 
 
@@ -14,7 +14,7 @@ def describe(s: GuildSettings) -> str:
     channel = f"<#{s.channel_id}>" if s.channel_id else "any channel"
     return (f"Temperature: **{s.temperature:g}** · story length: **{s.story_length}** characters · "
             f"cooldown: **{s.cooldown_seconds} s** per member · stories in: {channel} · "
-            f"a tale is hidden after **{s.report_threshold}** report(s) · at most **{s.max_chapters}** chapters · "
+            f"a tale is hidden after {counted(s.report_threshold, 'report', bold=True)} · at most **{s.max_chapters}** chapters · "
             f"**{s.together_length}** characters after each line written together")
 
 

@@ -12,7 +12,7 @@ from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, 
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
 from bot.writing import member_name
-from bot.errors import NO_MENTIONS, MemberError, answer_error, moderates
+from bot.errors import NO_MENTIONS, MemberError, answer_error, counted, moderates
 from model.generator import InvalidRequest
 
 BOT_AUTHOR = (0, "Quill")
@@ -163,7 +163,7 @@ class TogetherCog(commands.Cog):
         embed.description = whole if len(whole) <= EMBED_LIMIT else "\u2026" + whole[-(EMBED_LIMIT - 1):]
         embed.add_field(name="Written together by", value=", ".join(authors(tale, chapters))[:1024])
         await interaction.response.send_message(
-            f"The round is finished ({tale.chapters} parts; `/tale export id:{tale.id}` gives it whole). "
+            f"The round is finished ({counted(tale.chapters, 'part')}; `/tale export id:{tale.id}` gives it whole). "
             "Its opener can save it to the gallery:", embed=embed, view=story_view(tale), allowed_mentions=NO_MENTIONS)
         return tale
 
