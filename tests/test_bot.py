@@ -939,7 +939,7 @@ async def test_a_start_of_the_wrong_type_is_refused_clearly(bot, caplog):
         await bot.get_cog("StoryCog").tell(i, 123)
     except Exception as error:
         await answer_error(i, error)
-    assert ephemeral_text(i) == "The start text must be text, not int"
+    assert ephemeral_text(i) == "The start text must be text, not int."
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
