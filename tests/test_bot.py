@@ -161,18 +161,35 @@ async def test_a_flooding_server_keeps_to_its_share_and_another_server_still_wri
     for guild in (flood, other):
         await bot.guild_settings.update(guild, cooldown_seconds=0)
     share = bot.get_cog("StoryCog").shares.server_most  # a quarter of 2 rows and 2 waiting: 1
-    attempts = [make_interaction(bot, guild_id=flood, user_id=200 + i) for i in range(6)]
-    floods = [asyncio.ensure_future(run(bot, "story", i, start="Harry", length=150)) for i in attempts]
-    await asyncio.sleep(0)  # the flood is in flight
-    neighbour = await run(bot, "story", make_interaction(bot, guild_id=other, user_id=300), start="Ron", length=150)
-    assert final_embed(neighbour) is not None  # written, not refused as busy
-    await asyncio.gather(*floods)
+
+    def decided(interaction) -> bool:  # refused, or deferred to be written
+        return bool(ephemeral_text(interaction)) or interaction.response.defer.await_count > 0
+
+    async def until(condition) -> None:
+        for _ in range(400):
+            if condition():
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError("timed out")
+
+    os.kill(bot.generator.pid, signal.SIGSTOP)  # no story ends while the flood comes in
+    try:
+        attempts = [make_interaction(bot, guild_id=flood, user_id=200 + i) for i in range(6)]
+        floods = [asyncio.ensure_future(run(bot, "story", i, start="Harry", length=150)) for i in attempts]
+        await until(lambda: all(map(decided, attempts)))
+        neighbour = make_interaction(bot, guild_id=other, user_id=300)
+        told = asyncio.ensure_future(run(bot, "story", neighbour, start="Ron", length=150))
+        await until(lambda: decided(neighbour))
+        assert not ephemeral_text(neighbour)  # the other server is not refused
+    finally:
+        os.kill(bot.generator.pid, signal.SIGCONT)
+    await asyncio.gather(*floods, told)
+    assert final_embed(neighbour) is not None
     refused = [i for i in attempts if ephemeral_text(i) and "its share of the storyteller" in ephemeral_text(i)]
     assert len(refused) == len(attempts) - share
     assert all(i.response.defer.call_count == 0 for i in refused)
-    member = make_interaction(bot, guild_id=other, user_id=301)
-    again = await run(bot, "story", member, start="Ron", length=150)  # shares are given back when done
-    assert final_embed(again) is not None and not bot.get_cog("StoryCog").shares.servers
+    again = await run(bot, "story", make_interaction(bot, guild_id=flood, user_id=201), start="Ron", length=150)
+    assert final_embed(again) is not None and not bot.get_cog("StoryCog").shares.servers  # shares given back
 
 
 async def test_a_moderator_of_one_channel_does_not_moderate_the_gallery(bot):
