@@ -55,6 +55,16 @@ def opens_sentence(previous: str | None) -> bool:
     return previous is None or previous in _OPENERS or previous[-1] in ".!?"
 
 
+def form(token: str, previous: str | None, names: frozenset[str], cast_words: frozenset[str] = frozenset()) -> str:
+    """How the word model reads a token after `previous`: a name (a capitalised word mid-sentence,
+    or one of `names` or `cast_words`) as the class `<name>`, any other word in lower case."""
+    if token[0].isalpha():
+        if is_capitalised(token) and (token in names or token in cast_words or not opens_sentence(previous)):
+            return NAME
+        return token.lower()
+    return token
+
+
 @dataclass(frozen=True)
 class WordModel:
     """Counts of the training books' words, pairs and triples, with names as one class."""
@@ -100,12 +110,7 @@ class WordModel:
         a capitalised word opening a sentence is read in lower case unless it is a name."""
         index, out = self.index, []
         for token in text_tokens:
-            if token[0].isalpha() and is_capitalised(token) and (
-                    token in cast_words or token in self.names or not opens_sentence(previous)):
-                out.append(index[NAME])
-            else:
-                key = token.lower() if token[0].isalpha() else token
-                out.append(index.get(key, index[UNKNOWN]))
+            out.append(index.get(form(token, previous, self.names, cast_words), index[UNKNOWN]))
             previous = token
         return np.array(out, np.int64)
 

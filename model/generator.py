@@ -367,14 +367,12 @@ class Batch:
         its sentence's end (its later ids are -1). The arrays move on. A Run."""
         uniforms = np.stack([row.rng.random(steps) for row in self.rows])
         stop_at_end = np.array([row.search is not None for row in self.rows], bool)
-        before = np.array([[index[c] for c in row.text[-2:].rjust(2, "\0")] if len(row.text) >= 2 else [-1, -1]
-                           for row in self.rows], np.int64).reshape(-1, 2)
+        before = np.array([[-1] * (2 - len(row.text[-2:])) + [index[c] for c in row.text[-2:]] for row in self.rows],
+                          np.int64).reshape(-1, 2)
         run = self.engine.generate(self.logits, self.state, uniforms, self.temperature, self.top_k, self.top_p,
                                    self.memory, (stop_at_end, before))
         self.logits, self.state, self.memory = run.logits, run.state, run.memory
         return run
-
-
 
 
 class Scheduler:
@@ -385,8 +383,8 @@ class Scheduler:
 
     Sentence search: with a critic, a story at a sentence start while rows are free gets a width
     K > 1: it forks into K candidate rows that share its state, memory, cast and word
-    list and run in the same batch as every other row; each stops at its sentence's end (with the
-    few characters its run drew past it) or at a cap, and waits. When all K have, the critic keeps
+    list and run in the same batch as every other row; each stops right after its sentence's end
+    (inside the engine) or at a cap, and waits. When all K have, the critic keeps
     one: it becomes the story's row, its sentence is streamed, the others are dropped. K is chosen
     at each sentence from the rows a full batch leaves each story, so a busy generator gives 1: no
     search, and the story goes on as stories did before. The same seed tells the same story at the
@@ -542,8 +540,6 @@ class Scheduler:
     def _candidate_done(self, i: int, row: _Row, checked: int) -> bool:
         """Whether candidate row i has finished its sentence (or must stop); if so it waits in its search."""
         search = row.search
-        if search.story.rid not in {s.story.rid for s in self.searching}:
-            return True  # its story was cancelled
         end = sentence_end(row.text, max(row.sentence_start, min(checked, len(row.text)) - 2))
         stop = row.end.stop(row.text, min(checked, len(row.text)))
         if end is None and stop is None and len(row.text) - row.sentence_start < search.longest \
@@ -551,7 +547,7 @@ class Scheduler:
             return False
         if end is None or (stop is not None and stop < end):
             end = stop if stop is not None else len(row.text)
-        elif not search.done or search.longest == LONGEST_SENTENCE:
+        elif search.longest == LONGEST_SENTENCE:
             # The first whole sentence sets how long the others may take: counted in characters,
             # so the same seed still tells the same story.
             search.longest = min(LONGEST_SENTENCE, end - row.sentence_start + LATE)
@@ -580,7 +576,7 @@ class Scheduler:
         if row.filtered > MAX_FILTERED or stop is not None:
             return [self._done(row, row.end.finish(sentence_text[:stop or len(sentence_text)]))]
         out = [("chunk", row.rid, sentence_text[row.sent:])] if end > row.sent else []
-        row.scores = row.scores[end - row.sentence_start:]  # the characters its run drew past the end
+        row.scores = row.scores[end - row.sentence_start:]  # of any characters written past the end
         row.sent = row.sentence_start = end
         self.batch.add([row], *arrays)
         row.width = self.width_for()

@@ -84,3 +84,18 @@ def label(item) -> str:
 
 def tale_id(view) -> int:
     return int(button(view, "Again").custom_id.rsplit(":", 1)[1])
+
+
+def tell_all(scheduler, requests) -> tuple[list[tuple], list[str]]:
+    """Every request told to the end by a model.generator.Scheduler: for each, its "done" event's
+    fields (text, times filtered, width) and the text it streamed."""
+    errors = scheduler.add(list(enumerate(requests)))
+    assert not errors, errors
+    done, chunks = {}, {}
+    while scheduler.active:
+        for kind, rid, text, *rest in scheduler.advance():
+            if kind == "chunk":
+                chunks[rid] = chunks.get(rid, "") + text
+            else:
+                done[rid] = (text, *rest)
+    return [done[i] for i in range(len(requests))], [chunks.get(i, "") for i in range(len(requests))]

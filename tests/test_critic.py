@@ -7,6 +7,7 @@ import pytest
 from model.critic import Candidate, Critic, WordModel, broken_entries, flaws
 from model.generator import GeneratorConfig, Scheduler, StoryRequest
 from tests.conftest import BLOCKED, make_text
+from tests.helpers import tell_all
 
 WEIGHTS = {"gru_per_char": 0.5, "words_per_token": 0.4, "length_in_books": 0.5}
 CAST = ("Harry Potter", "Severus Snape", "Diagon Alley", "the Sorting Hat", "Hogwarts", "the Hogwarts Express")
@@ -71,17 +72,8 @@ def test_repeats_and_non_word_endings_are_flaws(words):
 
 # -- the search --------------------------------------------------------------------------------
 def write(engine, vocab, critic, requests, steps=16, width=4, max_batch=64):
-    scheduler = Scheduler(engine, vocab, steps_per_call=steps, critic=critic,
-                          limits=GeneratorConfig(model=".", search_width=width, max_batch=max_batch))
-    scheduler.add(list(enumerate(requests)))
-    done, chunks = {}, {}
-    while scheduler.active:
-        for kind, rid, text, *rest in scheduler.advance():
-            if kind == "chunk":
-                chunks[rid] = chunks.get(rid, "") + text
-            else:
-                done[rid] = (text, *rest)
-    return [done[i] for i in range(len(requests))], [chunks.get(i, "") for i in range(len(requests))]
+    return tell_all(Scheduler(engine, vocab, steps_per_call=steps, critic=critic,
+                              limits=GeneratorConfig(model=".", search_width=width, max_batch=max_batch)), requests)
 
 
 @pytest.fixture(scope="module")

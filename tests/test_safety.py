@@ -138,18 +138,10 @@ def weedy(weedy_bundle):
 
 def write(engine, vocab, requests, steps_per_call=16):
     from model.generator import Scheduler
+    from tests.helpers import tell_all
 
-    scheduler = Scheduler(engine, vocab, steps_per_call=steps_per_call)
-    errors = scheduler.add(list(enumerate(requests)))
-    assert not errors, errors
-    done, chunks = {}, {}
-    while scheduler.rows:
-        for kind, rid, text, *rest in scheduler.advance():
-            if kind == "chunk":
-                chunks[rid] = chunks.get(rid, "") + text
-            else:
-                done[rid] = (text, rest[0])
-    return [done[i] for i in range(len(requests))], [chunks.get(i, "") for i in range(len(requests))]
+    stories, chunks = tell_all(Scheduler(engine, vocab, steps_per_call=steps_per_call), requests)
+    return [(text, filtered) for text, filtered, _ in stories], chunks
 
 
 def test_the_model_wants_the_word_and_never_writes_it(weedy):

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import load_network, write_json_atomic
-from model.critic import (FEATURES, LONGEST, NAME, SPECIALS, TABLES_FILE, WEIGHTS_FILE, Candidate, Critic,
-                          WordModel, is_capitalised, opens_sentence, tokens)
+from model.critic import (FEATURES, LONGEST, SPECIALS, TABLES_FILE, WEIGHTS_FILE, Candidate, Critic, WordModel,
+                          form, is_capitalised, opens_sentence, tokens)
 from model.engine import FusedEngine
 from model.generator import LONGEST_SENTENCE
 from model.memory import default_cast, initials_of, names_in, new_rows
@@ -52,7 +52,7 @@ def count_words(texts: list[str]) -> WordModel:
     for stream in streams:
         previous = None
         for token in stream:
-            forms[_form(token, previous, names)] += 1
+            forms[form(token, previous, names)] += 1
             previous = token
     words = SPECIALS + tuple(sorted(w for w, c in forms.items() if c >= MIN_WORD and w not in SPECIALS))
     index = {w: i for i, w in enumerate(words)}
@@ -62,7 +62,7 @@ def count_words(texts: list[str]) -> WordModel:
     for stream in streams:
         ids, previous = [], None
         for token in stream:
-            ids.append(index.get(_form(token, previous, names), 0))
+            ids.append(index.get(form(token, previous, names), 0))
             previous = token
         ids = np.array(ids, np.int64)
         unigrams += np.bincount(ids, minlength=size)
@@ -92,15 +92,6 @@ def sentence_lengths(texts: list[str]) -> np.ndarray:
             counts[min(sum(t[0].isalpha() for t in tokens(text[at:end])), LONGEST)] += 1
             at = end
     return np.log(counts / counts.sum())
-
-
-def _form(token: str, previous: str | None, names: frozenset[str]) -> str:
-    """How the word model reads a token (as WordModel.ids does, without a cast)."""
-    if token[0].isalpha():
-        if is_capitalised(token) and (token in names or not opens_sentence(previous)):
-            return NAME
-        return token.lower()
-    return token
 
 
 def candidates_for(engine: FusedEngine, network, vocab, contexts: list[str], per_place: int, temperature: float,
