@@ -145,10 +145,11 @@ class WordFilter:
         return sorted(set(found))
 
     def prepare(self) -> "WordFilter":
-        """Compile the list's pattern now (tens of milliseconds for 500 words), so that no later
-        check pays for it: a bot calls this off its event loop when a list is read."""
+        """Compile the list's pattern (tens of milliseconds for 500 words) and read the dictionary
+        now, so that no later check pays for them: a bot calls this off its event loop."""
         if self.words:
             _hider(self.words)
+            real_words()  # the dictionary too: read once, on the first check otherwise
         return self
 
     def find(self, text: str) -> list[str]:
