@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from bot.backends import connect
-from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, STORY_LENGTH,
-                        TEMPERATURE, TOGETHER_LENGTH)
+from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, REPORTS_PER_HOUR,
+                        STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH)
 from model.memory import MAX_CAST, default_cast
 
 # Append only: a released migration never changes; schema_version records the last applied.
@@ -94,6 +94,30 @@ MIGRATIONS = [
         entries TEXT NOT NULL  -- a JSON list of entries
     );
     ALTER TABLE tales ADD COLUMN cast_entries TEXT NOT NULL DEFAULT '[]';  -- the cast it was told with
+    """,
+    # Reports hide a tale at 3 by default, not 1 (one member could hide a gallery), and each report
+    # keeps its time (a member makes only so many an hour). Neither engine changes a column's DEFAULT
+    # in place the same way, so the table is built again; the rows keep their values, since a stored 1
+    # may be a moderator's choice.
+    """
+    CREATE TABLE guild_settings_next (
+        guild_id INTEGER PRIMARY KEY,
+        temperature REAL NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
+        story_length INTEGER NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
+        cooldown_seconds INTEGER NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
+        channel_id INTEGER,
+        report_threshold INTEGER NOT NULL DEFAULT 3 CHECK (report_threshold BETWEEN 1 AND 100),
+        max_chapters INTEGER NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50),
+        together_length INTEGER NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000)
+    );
+    INSERT INTO guild_settings_next (guild_id, temperature, story_length, cooldown_seconds, channel_id,
+                                     report_threshold, max_chapters, together_length)
+        SELECT guild_id, temperature, story_length, cooldown_seconds, channel_id,
+               report_threshold, max_chapters, together_length FROM guild_settings;
+    DROP TABLE guild_settings;
+    ALTER TABLE guild_settings_next RENAME TO guild_settings;
+    ALTER TABLE reports ADD COLUMN created_at TEXT;  -- NULL for reports made before it was kept
+    CREATE INDEX reports_by_member ON reports (user_id, created_at);
     """,
 ]
 
@@ -231,6 +255,12 @@ class TaleNotFound(LookupError):
         super().__init__(f"there is no tale #{tale_id} in this server")
 
 
+class ReportLimit(ValueError):
+    def __init__(self):
+        super().__init__(f"you have made {REPORTS_PER_HOUR} reports in this server in the last hour; "
+                         f"a moderator can look at the rest")
+
+
 class GalleryStore:
     PAGE_SIZE = 5
     SORTS = {"top": "votes DESC, id DESC", "new": "id DESC"}
@@ -332,13 +362,23 @@ class GalleryStore:
         return [Chapter(**r) for r in rows]
 
     async def report(self, guild_id: int, tale_id: int, user_id: int, threshold: int) -> tuple[Tale, bool]:
-        """One report per member: the tale is hidden once `threshold` members reported it.
-        Returns the tale and whether this report is new."""
+        """One report per member and tale, and REPORTS_PER_HOUR per member in a server: the tale is
+        hidden once `threshold` members reported it. Returns the tale and whether this report is new."""
+        now = datetime.now(timezone.utc)
+
         async def report(tx):
+            await tx.lock("reporter", guild_id, user_id)  # two of a member's reports at once count each other
             await tx.lock("tale", tale_id)
             await self._require(tx, guild_id, tale_id)
-            new = await tx.execute("INSERT INTO reports (tale_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                   tale_id, user_id) == 1
+            if not await tx.fetchone("SELECT 1 AS yes FROM reports WHERE tale_id = ? AND user_id = ?", tale_id, user_id):
+                recent = await tx.fetchone(
+                    "SELECT COUNT(*) AS n FROM reports r JOIN tales t ON t.id = r.tale_id "
+                    "WHERE r.user_id = ? AND t.guild_id = ? AND r.created_at > ?",
+                    user_id, guild_id, (now - timedelta(hours=1)).isoformat(timespec="seconds"))
+                if recent["n"] >= REPORTS_PER_HOUR:
+                    raise ReportLimit()
+            new = await tx.execute("INSERT INTO reports (tale_id, user_id, created_at) VALUES (?, ?, ?) "
+                                   "ON CONFLICT DO NOTHING", tale_id, user_id, now.isoformat(timespec="seconds")) == 1
             await tx.execute("UPDATE tales SET hidden = 1 WHERE id = ? AND "
                              "(SELECT COUNT(*) FROM reports WHERE tale_id = ?) >= ?", tale_id, tale_id, threshold)
             return new

@@ -7,7 +7,7 @@ import math
 import discord
 from discord import app_commands
 
-from bot.db import ChapterLimit, TaleFinished, TaleNotFound
+from bot.db import ChapterLimit, ReportLimit, TaleFinished, TaleNotFound
 from model.generator import GeneratorError
 
 log = logging.getLogger("quill.bot")
@@ -66,7 +66,7 @@ def member_message(error: Exception) -> str | None:
         return "Stories are written in servers, not in direct messages."
     if isinstance(error, app_commands.TransformerError):
         return f"That value is not valid: \u201c{str(error.value)[:100]}\u201d."
-    if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit, TaleFinished)):
+    if isinstance(error, (MemberError, GeneratorError, TaleNotFound, ChapterLimit, TaleFinished, ReportLimit)):
         text = str(error)
         text = text[:1].upper() + text[1:]
         return text if text.endswith((".", "!", "?", ")")) else text + "."

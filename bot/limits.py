@@ -18,7 +18,8 @@ class Limit(NamedTuple):
 STORY_LENGTH = Limit(100, 1900, 800)  # new characters a story or chapter asks for
 TEMPERATURE = Limit(0.1, 2.0, 0.5)
 COOLDOWN_SECONDS = Limit(0, 3600, 20)  # per member, between stories
-REPORT_THRESHOLD = Limit(1, 100, 1)  # reports that hide a tale
+REPORT_THRESHOLD = Limit(1, 100, 3)  # members' reports that hide a tale
+REPORTS_PER_HOUR = 5  # new reports one member makes in a server in an hour
 MAX_CHAPTERS = Limit(1, 50, 10)  # a tale's own text and its chapters
 TOGETHER_LENGTH = Limit(100, 1000, 300)  # new characters after each line written together
 START = Limit(1, 200)  # characters of a story's start

@@ -8,7 +8,8 @@ import pytest_asyncio
 
 from bot import db
 from bot.backends import DatabaseError, IntegrityError
-from bot.db import ChapterLimit, Database, GalleryStore, GuildSettingsStore
+from bot.db import ChapterLimit, Database, GalleryStore, GuildSettingsStore, ReportLimit
+from bot.limits import REPORT_THRESHOLD, REPORTS_PER_HOUR
 
 GUILD = 2**62 + 12345  # Discord ids need 64 bits
 
@@ -123,6 +124,43 @@ async def test_the_report_threshold_holds_under_concurrent_reports(two_processes
     results = await asyncio.gather(*(two_processes[m % 2].report(GUILD, over.id, m, 3) for m in range(1, 11)))
     assert sum(new for _, new in results) == 10
     assert (await two_processes[1].get(GUILD, over.id)).hidden
+
+
+async def test_a_member_makes_at_most_so_many_reports_an_hour_across_processes(two_processes):
+    tales = [await add_tale(two_processes[0], seed) for seed in range(REPORTS_PER_HOUR + 3)]
+
+    async def report(i, member=7):
+        try:
+            return (await two_processes[i % 2].report(GUILD, tales[i].id, member, 3))[1]
+        except ReportLimit:
+            return None
+
+    results = await asyncio.gather(*(report(i) for i in range(len(tales))))
+    assert results.count(True) == REPORTS_PER_HOUR and results.count(None) == 3
+    made = [i for i, new in enumerate(results) if new]
+    assert await report(made[0]) is False  # a tale already reported says so; it is not a new report
+    assert await report(results.index(None), member=8) is True  # another member is not limited
+    await two_processes[0].db.write(lambda tx: tx.execute(  # an hour on, the member may report again
+        "UPDATE reports SET created_at = '2000-01-01T00:00:00+00:00' WHERE user_id = 7"))
+    assert await report(results.index(None)) is True
+
+
+async def test_the_report_threshold_default_is_kept_by_the_migration(database_location, postgres_server, tmp_path,
+                                                                     monkeypatch):
+    location = str(tmp_path / "old.db") if database_location.endswith(".db") else postgres_server.new_database()
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:6])  # before reports defaulted to 3
+    old = await Database.open(location)
+    await GuildSettingsStore(old).update(GUILD, cooldown_seconds=5)
+    await old.close()
+    monkeypatch.undo()
+    upgraded = await Database.open(location)
+    try:
+        store = GuildSettingsStore(upgraded)
+        kept = await store.get(GUILD)
+        assert (kept.cooldown_seconds, kept.report_threshold) == (5, 1)  # a stored value may be a moderator's
+        assert (await store.update(GUILD + 1, cooldown_seconds=5)).report_threshold == REPORT_THRESHOLD.default == 3
+    finally:
+        await upgraded.close()
 
 
 async def test_the_chapter_cap_holds_under_concurrent_continues(two_processes):
