@@ -5,6 +5,7 @@ environment compose.yaml gives its shards (tests/test_layout.py checks that they
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ GUILD_ON = {0: 2 << 22, 1: 1 << 22}
 NAMES = ("Harry", "Ron", "Hermione", "Snape", "Dumbledore", "Harry looked")
 QUILL = Path(sys.executable).with_name("quill")  # the installed console script, as compose runs it
 # The shipped model, one story at a time (QUILL_MAX_BATCH=1).
-MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "default"
 
 
 def shard_environment(shard: int, database: str, metrics_port: int) -> dict[str, str]:
@@ -31,19 +33,18 @@ def shard_environment(shard: int, database: str, metrics_port: int) -> dict[str,
             "QUILL_METRICS_PORT": str(metrics_port)}
 
 
-class ShardProcess:
-    def __init__(self, shard: int, database: str, api: str, model: Path, logs: Path):
-        self.shard, self.port = shard, free_port()
-        self.env = {**os.environ, **shard_environment(shard, database, self.port), "DISCORD_TOKEN": "fake",
-                    "QUILL_DISCORD_API": api, "QUILL_MODEL": str(model), "QUILL_MAX_BATCH": "1",
-                    "QUILL_STORY_TIMEOUT": "120"}
-        self.log = logs / f"shard{shard}.log"
+class BotProcess:
+    """`quill run` in its own process group, with `env` as its whole environment."""
+
+    def __init__(self, name: str, env: dict[str, str], logs: Path):
+        self.name, self.env, self.port = name, env, int(env["QUILL_METRICS_PORT"])
+        self.log = logs / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log, "a") as log:
             self.process = subprocess.Popen([str(QUILL), "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            cwd=self.log.parent, start_new_session=True)
 
     def generator(self) -> int:
         """The pid of this shard's generator process (multiprocessing's spawned child)."""
@@ -75,11 +76,17 @@ class ShardProcess:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"shard {self.shard} exited:\n{self.log.read_text()[-3000:]}")
+                raise AssertionError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
             if (await self.get("/healthz"))[0] == 200:
                 return
             await asyncio.sleep(0.2)
-        raise AssertionError(f"shard {self.shard} never became healthy:\n{self.log.read_text()[-3000:]}")
+        raise AssertionError(f"{self.name} never became healthy:\n{self.log.read_text()[-3000:]}")
+
+
+def shard_process(shard: int, database: str, api: str, logs: Path) -> BotProcess:
+    env = {**os.environ, **shard_environment(shard, database, free_port()), "DISCORD_TOKEN": "fake",
+           "QUILL_DISCORD_API": api, "QUILL_MODEL": str(MODEL), "QUILL_MAX_BATCH": "1", "QUILL_STORY_TIMEOUT": "120"}
+    return BotProcess(f"shard{shard}", env, logs)
 
 
 def tale_footer(message: dict | None) -> bool:
@@ -101,7 +108,7 @@ async def test_two_shard_processes_share_postgresql_and_survive_a_kill(postgres_
     fake.guilds = {GUILD_ON[0]: "Hogwarts", GUILD_ON[1]: "Durmstrang"}
     assert {shard_of(g, SHARDS) for g in fake.guilds} == {0, 1}
     api = await fake.start() + "/api/v10"
-    processes = [ShardProcess(shard, url, api, MODEL, tmp_path) for shard in range(SHARDS)]
+    processes = [shard_process(shard, url, api, tmp_path) for shard in range(SHARDS)]
     db = None
     try:
         for p in processes:
@@ -185,6 +192,46 @@ async def test_two_shard_processes_share_postgresql_and_survive_a_kill(postgres_
             p.stop()
         if db is not None:
             await db.close()
+        await fake.close()
+
+
+def image_environment(data: Path, app: Path) -> dict[str, str]:
+    """The Dockerfile's ENV, its /data and /app folders moved to `data` and `app` on this machine."""
+    lines = iter((ROOT / "Dockerfile").read_text().splitlines())
+    instruction = next(line for line in lines if line.startswith("ENV "))
+    while instruction.endswith("\\"):
+        instruction = instruction[:-1] + next(lines)
+    pairs = (word.split("=", 1) for word in shlex.split(instruction)[1:])
+    return {k: v.replace("/data", str(data)).replace("/app", str(app)) for k, v in pairs}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """What `docker run --env-file` reads: KEY=VALUE lines as written; comments and blanks skipped."""
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+async def test_the_readme_docker_settings_with_the_example_env_run_healthy(tmp_path):
+    """README: `cp .env.example .env`, then `docker run --env-file .env` on the image. Here: the
+    image's ENV, the example file over it as --env-file puts it, a token and the fake Discord."""
+    fake = FakeDiscord()
+    fake.guilds = {GUILD_ON[0]: "Hogwarts"}
+    api = await fake.start() + "/api/v10"
+    data, app = tmp_path / "data", tmp_path / "app"
+    data.mkdir()
+    env = {**image_environment(data, app), **env_file(ROOT / ".env.example")}
+    assert env["QUILL_METRICS_PORT"] == "9100" and env["QUILL_DATABASE"] == str(data / "quill.db")
+    env.update(QUILL_METRICS_PORT=str(free_port()),  # the image's 9100, as a port free on this machine
+               DISCORD_TOKEN="fake", QUILL_DISCORD_API=api, PATH=os.environ["PATH"], HOME=str(tmp_path))
+    bot = BotProcess("image", env, tmp_path)
+    try:
+        bot.start()
+        await bot.healthy()
+        token = await fake.interact(GUILD_ON[0], 1, command="story", options={"start": "Harry", "length": 100})
+        assert tale_footer(await answered(fake, token, timeout=120))
+        assert (data / "quill.db").exists()  # the database is on the volume
+        assert fake.violations == []
+    finally:
+        bot.stop()
         await fake.close()
 
 
