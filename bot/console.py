@@ -1,11 +1,12 @@
 """Console mode: the slash commands typed on stdin, answered on stdout, by the same cogs, stores
 and SQLite file as on Discord, as one local member (with every permission) of one local server.
 
-    /story start:Harry Potter length:600     /temperature 0.8     /gallery sort:new
-    /tale 3      /tale remove 3      /tale export 3      /settings cooldown:5
+    /story start:Harry Potter length:600     /story start:Harry seed:7     /temperature 0.8
     press save | press 👍 | press again | press continue | press report
+    /gallery sort:new     /tale 3     /tale export 3     /tale restore 3     /tale remove 3
     /story start:The Sorting Hat together:true     add <your line>     finish
-    /cast list     /cast add Luna Lovegood     /cast remove Peeves     /cast reset
+    /cast list     /cast add Moaning Myrtle     /cast remove Peeves     /cast reset
+    /filter list     /filter add <word>     /filter remove <word>     /settings cooldown:5
 """
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ class ConsoleError(ValueError):
 class _Member:
     def __init__(self, id: int, name: str):
         self.id, self.name, self.display_name, self.bot = id, name, name, False
-        self.mention = f"<@{id}>"
+        self.mention = f"@{name}"  # as a terminal shows it; Discord would render <@id>
         self.guild_permissions = discord.Permissions.all()  # the local member owns the local server
 
 
 class _Place:
     def __init__(self, id: int, name: str):
-        self.id, self.name, self.mention = id, name, f"<#{id}>"
+        self.id, self.name, self.mention = id, name, f"#{name}"  # not <#id>, which only Discord renders
 
 
 class _Channel(_Place):
@@ -74,18 +75,20 @@ class Console:
         self.out.write(text)
         self.out.flush()
 
-    def show(self, content=MISSING, embed=MISSING, view=MISSING, ephemeral: bool = False) -> None:
+    def show(self, content=MISSING, embed=MISSING, view=MISSING, ephemeral: bool = False,
+             streams: bool = True) -> None:
+        """Print a message; `streams`: print a streamed tale as it grows, else only once it is done."""
         if content not in (MISSING, None):
             streaming = content.endswith(WRITING)
             body = plain(content.removesuffix(WRITING))
-            if streaming and body.startswith("\u23f3"):
-                pass  # a place in the line: the tale follows soon enough
+            if streaming and (body.startswith("\u23f3") or not streams):
+                body = ""  # a place in the line, or a tale shown whole once done
             elif self.streamed and body.startswith(self.streamed):
                 self.write(body[len(self.streamed):])  # streaming: print only what is new
             else:
                 self.write(("\n" if self.streamed else "") + ("(only you see this) " if ephemeral else "") + body
                            + ("" if streaming else "\n"))
-            self.streamed = body if streaming and not body.startswith("\u23f3") else ""
+            self.streamed = body if streaming else ""
         if embed not in (MISSING, None):
             self.write(render_embed(embed, self.streamed))
             self.streamed = ""
@@ -141,13 +144,16 @@ class Console:
                 command, rest = command.get_command(sub), after
             else:  # "/tale 3" means "/tale show 3"
                 command = command.get_command("show")
-        await invoke_command(self.bot, command, ConsoleInteraction(self, command), **self.parse(command, rest.strip()))
+        options = self.parse(command, rest.strip())
+        # An opening written together is shown whole in its thread, not streamed before the thread.
+        interaction = ConsoleInteraction(self, command, streams=not options.get("together"))
+        await invoke_command(self.bot, command, interaction, **options)
 
     async def add_line(self, text: str) -> None:
         item = find_button(self.last_view, "Add a line") if self.last_view else None
         if item is None:
             raise ConsoleError("no tale to add a line to: start one with /story start:... together:true")
-        interaction = ConsoleInteraction(self, None)
+        interaction = ConsoleInteraction(self, None, streams=False)  # the turn shows line and reply together
         try:
             await self.bot.together.add_line(interaction, item.tale_id, text)
         except Exception as error:
@@ -169,6 +175,10 @@ class Console:
         # Only this command's own option names start an option, so "Dear diary: today" stays text.
         option = re.compile(r"(?:^|\s)(" + "|".join(map(re.escape, params)) + r"):") if params else None
         pieces = option.split(text) if option else [text]  # ["lead", name, value, name, value, ...]
+        unknown = [name for name in re.findall(r"(?:^|\s)([a-z_]+):(?=\S)", text) if name not in params]
+        if unknown:  # an option as Discord spells one (name:value, no space): not text to keep
+            raise ConsoleError(f"/{command.qualified_name} has no option {unknown[0]!r}"
+                               + (f"; its options: {', '.join(params)}" if params else ""))
         lead = pieces[0].strip()
         if lead:  # text before any option goes to the first one: /temperature 0.8, /story Harry length:100
             if not params:
@@ -235,8 +245,12 @@ def as_button(item) -> discord.ui.Button | None:
 
 
 def find_button(view: discord.ui.View, label_start: str):
-    return next((i for i in view.children if as_button(i) and (as_button(i).label or "").lower()
-                 .startswith(label_start.lower())), None)
+    """The button whose label, or its words after an emoji ("🚩 Report": "report"), starts so."""
+    wanted = label_start.lower()
+
+    def named(label: str) -> bool:
+        return label.startswith(wanted) or re.sub(r"^\W+", "", label).startswith(wanted)
+    return next((i for i in view.children if as_button(i) and named((as_button(i).label or "").lower())), None)
 
 
 async def press_button(view: discord.ui.View, button, interaction) -> None:
@@ -316,8 +330,8 @@ class _Followup:
 class ConsoleInteraction:
     """What the cogs use of discord.Interaction, printed instead of sent."""
 
-    def __init__(self, console: Console, command):
-        self.client, self.command = console.bot, command
+    def __init__(self, console: Console, command, streams: bool = True):
+        self.client, self.command, self._streams = console.bot, command, streams
         self.user, self.guild, self.channel = Console.MEMBER, Console.GUILD, Console.CHANNEL
         self.guild_id, self.channel_id = Console.GUILD.id, Console.CHANNEL.id
         self.permissions = discord.Permissions.all()  # the local member owns the local server
@@ -326,7 +340,7 @@ class ConsoleInteraction:
 
     async def edit_original_response(self, *, content=MISSING, embed=MISSING, view=MISSING,
                                      allowed_mentions=None) -> None:
-        self._console.show(content, embed, view)
+        self._console.show(content, embed, view, streams=self._streams)
 
     async def delete_original_response(self) -> None:
         if self._console.streamed:
@@ -337,4 +351,6 @@ class ConsoleInteraction:
 async def run_console(bot, stdin=sys.stdin, out=sys.stdout) -> None:
     async with bot:  # set up as discord.py does before connecting; closed however the console ends
         await bot.prepare()
+        # One member trying stories out one after another: no cooldown, until /settings sets one.
+        await bot.guild_settings.update(Console.GUILD.id, only_if_new=True, cooldown_seconds=0)
         await Console(bot, out).run(stdin)

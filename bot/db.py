@@ -181,14 +181,17 @@ class GuildSettingsStore:
                                      guild_id)
         return GuildSettings(guild_id, **row) if row else GuildSettings(guild_id)
 
-    async def update(self, guild_id: int, **changes) -> GuildSettings:
+    async def update(self, guild_id: int, only_if_new: bool = False, **changes) -> GuildSettings:
+        """Change a server's settings; with `only_if_new`, only a server that has none stored yet."""
         unknown = set(changes) - set(self.COLUMNS)
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
 
         async def change(tx):
-            await tx.execute("INSERT INTO guild_settings (guild_id) VALUES (?) ON CONFLICT DO NOTHING", guild_id)
-            for column, value in changes.items():  # column names come from COLUMNS, values are bound
+            created = await tx.execute("INSERT INTO guild_settings (guild_id) VALUES (?) ON CONFLICT DO NOTHING",
+                                       guild_id)
+            for column, value in changes.items() if created or not only_if_new else ():
+                # column names come from COLUMNS, values are bound
                 await tx.execute(f"UPDATE guild_settings SET {column} = ? WHERE guild_id = ?", value, guild_id)
         await self.db.write(change)
         return await self.get(guild_id)

@@ -260,9 +260,10 @@ class StoryCog(commands.Cog):
             await self.tell(interaction, start, length, seed)
 
     async def request(self, interaction: discord.Interaction, start: str, length: int, seed: int | None,
-                      settings, context: str = "", cast: tuple[str, ...] | None = None) -> StoryRequest:
+                      settings, context: str = "", cast: tuple[str, ...] | None = None,
+                      turn: bool = True) -> StoryRequest:
         """A validated request with this server's temperature and words, and its cast unless a tale's
-        own is given; the member's turn is taken."""
+        own is given; the member's turn (the cooldown) is taken unless `turn` is False."""
         bot = self.bot
         with counting_refusals(bot.metrics):
             if settings.channel_id and settings.channel_id not in (interaction.channel_id,
@@ -274,7 +275,8 @@ class StoryCog(commands.Cog):
             request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
                                    cast=usable_cast(cast, bot.generator.vocab, words))
             request = request.validated(bot.generator.vocab, bot.generator.config)  # fails before deferring
-            self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
+            if turn:
+                self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
 
     async def tell(self, interaction: discord.Interaction, start: str, length: int | None = None,
@@ -323,27 +325,29 @@ class StoryCog(commands.Cog):
         return chapter
 
     async def continuation(self, interaction: discord.Interaction, so_far: str, new: int, settings,
-                           cast: tuple[str, ...], start: str = "") -> StoryRequest:
+                           cast: tuple[str, ...], start: str = "", turn: bool = True) -> StoryRequest:
         """A request that writes `new` characters on from the end of `so_far` (a tale as stored, so
         model text again without normalising it twice), after a member's `start` if any, with the
         tale's own cast."""
         generator = self.bot.generator
         tale = generator.vocab.normalisation.from_reading(so_far)
         context = continuation_start(tale, generator.config.max_prompt)
-        return await self.request(interaction, start, new, None, settings, context, cast)
+        return await self.request(interaction, start, new, None, settings, context, cast, turn)
 
-    async def write(self, interaction: discord.Interaction, request: StoryRequest, store):
+    async def write(self, interaction: discord.Interaction, request: StoryRequest, store, turn: bool = True):
         """Defer, stream the story, and store it (`await store(story)`) as soon as it is done; a
         failure gives the member's turn back. Stored first, then shown: no display error can cost a
         finished tale. The generator never writes a blocked word; masking here is the last line of
-        defence (letter for letter, so the story's `begins` still holds)."""
+        defence (letter for letter, so the story's `begins` still holds). `turn`: whether the request
+        took the member's turn, to give back."""
         metrics = self.bot.metrics
         guild_id, user_id = interaction.guild_id, interaction.user.id
         try:
             with counting_refusals(metrics):
                 self.shares.take(guild_id, user_id)  # before deferring: a refusal is quick and private
         except ShareUsed:
-            self.cooldowns.give_back(guild_id, user_id)
+            if turn:
+                self.cooldowns.give_back(guild_id, user_id)
             raise
         metrics.started.inc()
         began = time.monotonic()
@@ -352,7 +356,8 @@ class StoryCog(commands.Cog):
             story = await self._stream(interaction, request, began)
             stored = await store(replace(story, text=word_filter(request.blocked_words).mask(story.text)))
         except BaseException as error:
-            self.cooldowns.give_back(guild_id, user_id)
+            if turn:
+                self.cooldowns.give_back(guild_id, user_id)
             if isinstance(error, GeneratorBusy):
                 metrics.refused.labels("busy").inc()
             else:

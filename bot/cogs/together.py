@@ -136,10 +136,11 @@ class TogetherCog(commands.Cog):
         settings = await bot.guild_settings.get(guild_id)
         chapters = await bot.gallery.chapters(guild_id, tale.id)
         # The line is the request's start, checked and normalised once; its leading break makes it a
-        # paragraph of its own.
+        # paragraph of its own. A line is a turn in the round, not a story asked for, so it takes no
+        # cooldown: members answering each other are not told to wait (the shares still hold).
         request = await self.bot.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
-                                                 settings.together_length, settings, tale.cast_entries,
-                                                 start="\n" + line.strip())
+                                                     settings.together_length, settings, tale.cast_entries,
+                                                     start="\n" + line.strip(), turn=False)
 
         async def store(story) -> list[Chapter]:
             line = story.text[:story.begins]
@@ -148,7 +149,7 @@ class TogetherCog(commands.Cog):
                                     ("reply", *BOT_AUTHOR, story.written, story.seed)],
                 limit=TOGETHER_MAX_PARTS)
 
-        parts = await self.bot.writer.write(interaction, request, store)
+        parts = await self.bot.writer.write(interaction, request, store, turn=False)
         await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
                                                  view=together_view(tale), allowed_mentions=NO_MENTIONS)
         return parts[0], parts[1]
