@@ -78,6 +78,7 @@ class StoryRequest:
     blocked_words: tuple[str, ...] = ()  # the server's own, on top of the shipped list
     context: str = ""
     cast: tuple[str, ...] = ()  # names, places and things the memory holds before the tale (model.memory)
+    folded: tuple[str, ...] = ()  # set by validated: the start's letters the model writes plainer ("à→a")
 
     @property
     def prime(self) -> str:
@@ -119,7 +120,8 @@ class StoryRequest:
         if unknown:
             raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
         # A member's text is normalised here, once; the process checks it as it comes.
-        start = self.start if normalised else vocab.normalised(self.start)
+        applied = self.start if normalised else vocab.normalisation.apply(self.start)
+        start, folded = vocab.fold(applied), (self.folded if normalised else vocab.folds(applied))
         if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
             raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
         unknown = vocab.unknown(start)
@@ -132,7 +134,7 @@ class StoryRequest:
         cast = self._checked_cast(vocab, blocked, normalised)
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
         return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
-                       cast=cast)
+                       cast=cast, folded=folded)
 
     def _checked_cast(self, vocab: Vocabulary, blocked: tuple[str, ...], normalised: bool) -> tuple[str, ...]:
         if not isinstance(self.cast, tuple):

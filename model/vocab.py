@@ -119,6 +119,12 @@ class Vocabulary:
         known = set(self.chars)
         return "".join(c if c in known else _fold(c, known) for c in text)
 
+    def folds(self, text: str) -> tuple[str, ...]:
+        """What `fold` changes in normalised text, as "à→a", in order of first use (to tell a member)."""
+        known = set(self.chars)
+        changed = dict.fromkeys(c for c in text if c not in known and _fold(c, known) != c)
+        return tuple(f"{c}\u2192{_fold(c, known)}" for c in changed)
+
     def fit(self, text: str) -> tuple[str, int]:
         """Normalised text for training or evaluation: folded, with what is still unknown dropped (and counted)."""
         text = self.fold(text)

@@ -844,6 +844,15 @@ async def press_button_error(coroutine, interaction):
         await answer_error(interaction, error)
 
 
+async def test_a_start_whose_letters_were_folded_says_so(bot):
+    i = await run(bot, "story", make_interaction(bot, guild_id=next(guilds)), start="H\u00e0rry looked", length=100)
+    assert final_embed(i).description.startswith("Harry looked")
+    assert ephemeral_text(i) == "Quill wrote \u00e0\u2192a in your words: its alphabet has no such letters."
+    assert i.followup.send.call_count == 1  # after the tale is shown, not in place of it
+    plain = await run(bot, "story", make_interaction(bot, guild_id=next(guilds)), start="Harry looked", length=100)
+    assert ephemeral_text(plain) is None
+
+
 def console_commands(block: str) -> list[str]:
     """The commands in a block of the README or of `help`, as typed: split where two or more spaces
     or a | part them; placeholders filled in."""

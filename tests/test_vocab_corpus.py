@@ -27,6 +27,11 @@ def test_normalised_folds_known_equivalents_and_unknown_names_the_rest():
     unknown = vocab.unknown(vocab.normalised("Harry \u00df\u00df \U0001f409"))
     assert unknown == ["\u00df", "\U0001f409"]
     assert "'\u00df'" in str(UnknownCharacters(unknown))
+    # What folding changed, to tell the member: each letter once, in order; the unknown ones are not folds.
+    assert vocab.folds("Harry \u00df \U0001f409") == ()  # known letters, and ones with no plain form
+    vocab = Vocabulary.from_text("Harry Potter", Normalisation())
+    assert vocab.folds("H\u00e0rr\u00ff P\u00f6tt\u00e8r \u00e0") == ("\u00e0\u2192a", "\u00ff\u2192y", "\u00f6\u2192o",
+                                                                        "\u00e8\u2192e")
 
 
 def test_windows_are_shifted_by_one():

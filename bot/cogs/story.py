@@ -96,6 +96,15 @@ def counting_refusals(metrics):
         raise
 
 
+async def say_what_was_folded(interaction: discord.Interaction, request: StoryRequest) -> None:
+    """Tell the member, once the tale is shown, which of their letters the model wrote plainer (an
+    ephemeral followup after the reply, never before it: a first followup may take the deferred
+    reply's place)."""
+    if request.folded:
+        await interaction.followup.send(f"Quill wrote {', '.join(request.folded)} in your words: its alphabet "
+                                        "has no such letters.", ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
 PRUNE_AT = 10_000  # remembered turns before the cooldowns forget those that are over
 
 
@@ -298,6 +307,7 @@ class StoryCog(commands.Cog):
 
         tale = await self.write(interaction, request, store)
         await self._show(interaction, tale)
+        await say_what_was_folded(interaction, request)
         return tale
 
     async def continue_tale(self, interaction: discord.Interaction, tale: Tale) -> Chapter:

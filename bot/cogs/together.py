@@ -8,7 +8,8 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.cogs.story import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, story_view, tale_embed
+from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, say_what_was_folded, story_view,
+                             tale_embed)
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
 from bot.writing import member_name
@@ -118,6 +119,7 @@ class TogetherCog(commands.Cog):
         await interaction.edit_original_response(
             content=f"We are writing \u201c{start}\u201d together in {thread.mention}: add a line there.",
             embed=None, view=None, allowed_mentions=NO_MENTIONS)
+        await say_what_was_folded(interaction, request)
         return tale
 
     async def add_line(self, interaction: discord.Interaction, tale_id: int, line: str) -> tuple[Chapter, Chapter]:
@@ -152,6 +154,7 @@ class TogetherCog(commands.Cog):
         parts = await self.bot.writer.write(interaction, request, store, turn=False)
         await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
                                                  view=together_view(tale), allowed_mentions=NO_MENTIONS)
+        await say_what_was_folded(interaction, request)
         return parts[0], parts[1]
 
     async def finish(self, interaction: discord.Interaction, tale: Tale) -> Tale:
