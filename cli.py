@@ -216,16 +216,23 @@ def print_result(result: dict, as_json: bool) -> None:
 
 
 def add_story(sub) -> None:
-    from bot.limits import STORY_LENGTH
+    from bot.limits import STORY_LENGTH, TEMPERATURE
+    from model.generator import StoryRequest
 
     p = sub.add_parser("story", help="print a story from a model bundle")
     p.add_argument("start", help="the opening words")
     p.add_argument("--length", type=int, default=STORY_LENGTH.default,
                    help="new characters after the start (default: a server's, %(default)s)")
-    p.add_argument("--temperature", type=float, default=0.5)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None, help="same seed, same story")
+    p.add_argument("--temperature", type=float, default=TEMPERATURE.default,
+                   help=f"how adventurous each character is: lower is safer, higher wilder ({TEMPERATURE}; "
+                        "default: a server's, %(default)s)")
+    p.add_argument("--top-k", type=int, default=StoryRequest.top_k,
+                   help="draw only from the k likeliest characters (default: %(default)s, every character)")
+    p.add_argument("--top-p", type=float, default=StoryRequest.top_p,
+                   help="draw only from the likeliest characters that make up this share of the chance "
+                        "(above 0, at most 1; default: %(default)s, every character)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same story (default: a random one, printed "
+                                                          "on stderr)")
     p.add_argument("--cast", nargs="*", default=None, metavar="ENTRY",
                    help="names, places and things the tale's memory holds (default: a new server's wizarding "
                         "cast, model/cast.txt; --cast alone: none)")
@@ -256,8 +263,13 @@ def cmd_story(args) -> int:
         try:
             words = word_filter(request.blocked_words)  # masked like the bot's display: the last line of defence
             async for event in generator.stream(request):
+                if event.story is not None:
+                    story = event.story
                 print(words.mask(event.text), end="", flush=True)
-            print()
+            print(flush=True)
+            if request.folded:
+                notice(f"(wrote {', '.join(request.folded)}: the model's alphabet has no such letters)")
+            notice(f"(seed {story.seed}: --seed {story.seed} tells this story again)")
         finally:
             await generator.close()
 

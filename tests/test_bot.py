@@ -1037,18 +1037,22 @@ async def test_the_database_holds_the_same_limits(bot):
 def test_quill_story_masks_like_the_bot(tiny_bundle, monkeypatch, capsys):
     import cli
     from model.client import StoryEvent, StoryGenerator
+    from model.generator import Story
 
     async def nothing(self, *args):
         return None
 
     async def stream(self, request):
         yield StoryEvent(text="Harry saw the n1gger ")
+        yield StoryEvent(story=Story("Harry saw the n1gger ", 5, request, 0.1, "m", "h"))
 
     monkeypatch.setattr(StoryGenerator, "start", nothing)
     monkeypatch.setattr(StoryGenerator, "close", nothing)
     monkeypatch.setattr(StoryGenerator, "stream", stream)
-    assert cli.main(["story", "Harry", "--model", str(tiny_bundle)]) == 0
-    assert capsys.readouterr().out == "Harry saw the \u25a0\u25a0\u25a0\u25a0\u25a0\u25a0 \n"
+    assert cli.main(["story", "H\u00e0rry", "--model", str(tiny_bundle), "--seed", "12"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "Harry saw the \u25a0\u25a0\u25a0\u25a0\u25a0\u25a0 \n"
+    assert "(wrote \u00e0\u2192a" in err and "(seed 12: --seed 12 tells this story again)" in err
 
 
 async def test_the_cast_commands_and_the_cast_a_tale_keeps(bot):
