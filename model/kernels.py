@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from model.memory import JOIN, LONGEST, LOWER, PAUSE, SPACE, UPPER
-from model.sampler import BREAK, CLOSING, END_MARK
+from model.sampler import BREAK, CLOSING, END_MARK, PARAGRAPH
 
 # No nnan/ninf: the sampler masks with -inf, and clamps must stay exact.
 FAST = {"reassoc", "contract", "nsz", "arcp", "afn"}
@@ -422,9 +422,11 @@ def generate(logits, state, uniforms, temperature, top_k, top_p, paragraph_id, h
             if active[b]:
                 drawn = ids[t, b]
                 last, earlier = before[b, 1], before[b, 0]
-                if stop_at_end[b] and sentence_classes[drawn] == BREAK and last >= 0 and (
-                        sentence_classes[last] == END_MARK or
-                        sentence_classes[last] == CLOSING and earlier >= 0 and sentence_classes[earlier] == END_MARK):
+                drawn_class = sentence_classes[drawn]
+                if stop_at_end[b] and last >= 0 and (
+                        (drawn_class == BREAK or drawn_class == PARAGRAPH) and sentence_classes[last] == END_MARK or
+                        drawn_class == PARAGRAPH and sentence_classes[last] == CLOSING and earlier >= 0
+                        and sentence_classes[earlier] == END_MARK):
                     active[b] = False
                 before[b, 0], before[b, 1] = last, drawn
     return ids.T.copy(), scores.T.copy()

@@ -10,13 +10,15 @@ OVERRUN_SHARE, OVERRUN_MIN = 0.15, 40  # a story runs at most 15% (or 40 chars) 
 
 
 # What a character is to a sentence's end, by id (sentence_classes): the engines stop a candidate
-# row after the break that follows an end mark (and perhaps a closing quote), as sentence_end reads it.
-OTHER, END_MARK, CLOSING, BREAK = range(4)
+# row after the break that follows an end mark, or after the paragraph break that follows an end
+# mark and a closing quote, as sentence_end reads it. A quote closed mid-paragraph runs on, since
+# its speaker tag most often follows ('What?' asked Snape.).
+OTHER, END_MARK, CLOSING, BREAK, PARAGRAPH = range(5)
 
 
 def sentence_classes(chars: str) -> np.ndarray:
-    return np.array([END_MARK if c in SENTENCE_ENDS else CLOSING if c in CLOSING_QUOTES else BREAK if c.isspace()
-                     else OTHER for c in chars], np.int64)
+    return np.array([END_MARK if c in SENTENCE_ENDS else CLOSING if c in CLOSING_QUOTES else PARAGRAPH if c == "\n"
+                     else BREAK if c.isspace() else OTHER for c in chars], np.int64)
 
 
 def still_writing(xp, active, stop_at_end, before, drawn, classes):
@@ -26,8 +28,10 @@ def still_writing(xp, active, stop_at_end, before, drawn, classes):
     last, earlier = before[:, 1], before[:, 0]
     last_class = xp.where(last >= 0, xp.take(classes, xp.maximum(last, 0)), OTHER)
     earlier_class = xp.where(earlier >= 0, xp.take(classes, xp.maximum(earlier, 0)), OTHER)
-    ends = stop_at_end & (xp.take(classes, drawn) == BREAK) & (
-        (last_class == END_MARK) | ((last_class == CLOSING) & (earlier_class == END_MARK)))
+    drawn_class = xp.take(classes, drawn)
+    ends = stop_at_end & (
+        (((drawn_class == BREAK) | (drawn_class == PARAGRAPH)) & (last_class == END_MARK))
+        | ((drawn_class == PARAGRAPH) & (last_class == CLOSING) & (earlier_class == END_MARK)))
     moved = xp.stack([last, drawn], axis=1)
     return active & ~ends, xp.where(active[:, None], moved, before)
 
@@ -75,8 +79,9 @@ def distribution_rows(logits, temperature, top_k, top_p, xp=np, paragraph_id=-1)
 
 def sentence_end(text: str, since: int = 0) -> int | None:
     """Where the first sentence that ends after `since` is done: one character *after* its end,
-    when that character is a space or a break, so a closing quote after the full stop is kept and
-    "Mr." mid-word is not an end. None when no sentence ends there yet."""
+    when that character is a space or a break (a paragraph break after a closing quote), so a
+    closing quote after the full stop is kept and "Mr." mid-word is not an end. None when no
+    sentence ends there yet."""
     for n in range(max(since + 1, 3), len(text) + 1):
         if text[n - 1].isspace() and _ends_sentence(text, n - 1):
             return n
@@ -84,10 +89,11 @@ def sentence_end(text: str, since: int = 0) -> int | None:
 
 
 def _ends_sentence(text: str, at: int) -> bool:
-    """Whether text[:at] ends a sentence: an end mark, perhaps then a closing quote; not "Mr."."""
+    """Whether text[:at] ends a sentence, text[at] being a break: an end mark, or an end mark and a
+    closing quote before a paragraph break; not "Mr."."""
     before = text[at - 1]
     if before in CLOSING_QUOTES and at >= 2 and text[at - 2] in SENTENCE_ENDS:
-        return True
+        return at < len(text) and text[at] == "\n"
     if before not in SENTENCE_ENDS:
         return False
     word = text[max(0, at - 5):at - 1].rsplit(" ", 1)[-1].lstrip("\n\"'(")

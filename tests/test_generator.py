@@ -192,7 +192,8 @@ def test_story_end_rule():
     end = StoryEnd(100)
     assert end.stop("word " * 16 + "end. ") is None  # 85 chars: below 90 % of the target
     assert end.stop("x" * 91 + ". ") == 93
-    assert end.stop("x" * 91 + '!" ') == 94  # closing quote kept
+    assert end.stop("x" * 91 + '!"\n') == 94  # closing quote kept
+    assert end.stop("x" * 91 + '!" asked Snape. ') == 107  # a quote closed mid-paragraph: its tag follows
     assert end.stop("x" * 91 + ".x") is None  # "Mr.X", decimals: not a sentence end
     assert end.stop("x" * 300) == 140  # the hard limit: 40 chars past a short target...
     assert StoryEnd(1000).stop("x" * 2000) == 1150  # ...and 15% past a long one
@@ -564,8 +565,8 @@ def test_weights_read_without_keras_tell_the_same_stories(bundle, network):
 
 
 def test_quill_story_is_quiet(tiny_bundle):
-    """Nothing on stderr in normal use: no TensorFlow, absl or discord.py lines (only the
-    one-time notice, if this machine has not compiled the engine yet)."""
+    """Nothing on stderr in normal use but the seed: no TensorFlow, absl or discord.py lines (only
+    the one-time notice, if this machine has not compiled the engine yet)."""
     import subprocess
     import sys
 
@@ -574,7 +575,8 @@ def test_quill_story_is_quiet(tiny_bundle):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0
     assert done.stdout.startswith("Harry")
-    assert done.stderr in ("", "compiling the story engine, once (about 15 s)...\n"), done.stderr
+    seed = "(seed 1: --seed 1 tells this story again)\n"
+    assert done.stderr in (seed, "compiling the story engine, once (about 15 s)...\n" + seed), done.stderr
 
 
 def test_the_process_does_not_normalise_a_start_again(fused, bundle):
