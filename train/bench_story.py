@@ -45,7 +45,9 @@ SEEDS_PER_START = 3
 SEARCH_WIDTH, SEARCH_WAVE = 8, 8  # candidates a sentence, and stories told at once with search on
 COPIED_SPAN = 30  # characters: a story that repeats a span this long copies itself
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")
-SENTENCE_END = re.compile(r"[.!?]+[\"')]*(?=\s|$)")
+# A reader's sentence end: an end mark (and closing quotes) before a break and a word that is not
+# lower case ('What?' asked Snape. is one sentence), in the books and the stories alike.
+SENTENCE_END = re.compile(r"[.!?]+[\"')]*(?=\s*$|\s+[^a-z\s])")
 OPENING = re.compile(r"(?:^|[.!?][\"')]*\s|\n)[\"'(]*$")  # the end of text before a word opening a sentence
 LOOK_BACK = 12  # characters before a word that decide whether it opens a sentence
 
