@@ -8,13 +8,13 @@ A candidate sentence is read three ways:
   cast; names are the memory's business, and its odds are in the GRU's score;
 - its length in words, as likely as the books make it (the log-probability of that length among the
   books' sentences: about 16 words on average).
-The features are weighed by a conditional logit fitted on the books' validation text, where the
-book's own next sentence competes with the model's candidates from the same place
-(train/critic_fit.py, `quill fit-critic`). The weights are fitted, not chosen.
+The features are weighed by weights fitted to blind readers' choices between pairs of candidates
+(train/critic_fit.py, `quill fit-critic`): fitted, not chosen.
 
 Some candidates are never chosen while another is there: one that breaks a cast entry ("Diagon"
-without "Alley", "the Sorting of Oz", or a cast word run on into a non-word, "Diagone"), one that
-repeats a word 4-gram of the tale, and one that ends in a non-word.
+without "Alley", "the Sorting of Oz", or a cast word run on into a non-word, "Diagone"), one with a
+speaker tag no book writes ("said Hogwarts", "said Madam.", "said Potter had"), one that repeats a
+word 4-gram of the tale, and one that ends in a non-word.
 
 The word model is compact count tables in the bundle's critic.npz (no Keras), the weights in
 critic.json.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.memory import default_places
 from model.safety import real_words
 
 TABLES_FILE, WEIGHTS_FILE = "critic.npz", "critic.json"
@@ -211,9 +212,9 @@ def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
 
 
 def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
-    """Why a sentence must not be chosen: broken cast entries, a repeated word 4-gram of the
-    tale, an ending in a non-word. Empty when it may be."""
-    found = broken_entries(sentence, cast, words)
+    """Why a sentence must not be chosen: broken cast entries, a broken speaker tag, a repeated
+    word 4-gram of the tale, an ending in a non-word. Empty when it may be."""
+    found = broken_entries(sentence, cast, words) + broken_tags(sentence, cast)
     said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
     earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
     seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
@@ -224,6 +225,38 @@ def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> 
     last = [t for t in tokens(sentence) if t[0].isalpha()][-1:]
     if last and not is_capitalised(last[0]) and last[0].lower() not in real_words():
         found.append(f"ends in a non-word: {last[0]}")
+    return found
+
+
+# A speaker tag: a verb of speech, its speaker (perhaps "the" and capitalised words), then a pause
+# or an end. In the books' 32,000 tags ("said Harry", "asked the King") the speaker is followed
+# by one of RUN_ON in 12: "said Potter had said" and "said He was" are the model's, not English.
+SPEECH = frozenset("said asked cried answered replied shouted whispered exclaimed remarked called began".split())
+RUN_ON = frozenset("had was were is has said asked did would could will".split())
+
+
+def broken_tags(sentence: str, cast: tuple[str, ...]) -> list[str]:
+    """Speaker tags that make no sense: a place or a thing of the cast speaks ("said Hogwarts"), a
+    title speaks without its name ("said Madam."), or the tag runs on into a verb ("said Potter had")."""
+    places = {w for entry in default_places() & set(cast) for w in tokens(entry) if is_capitalised(w)}
+    said, found = tokens(sentence), []
+    for i, token in enumerate(said):
+        if token not in SPEECH:
+            continue
+        j = i + 1 + (said[i + 1:i + 2] == ["the"])
+        speaker = []
+        while j < len(said) and is_capitalised(said[j]):
+            speaker.append(said[j])
+            j += 1
+        after = said[j] if j < len(said) else ""
+        if not speaker:
+            continue
+        if places & set(speaker):
+            found.append(f"a place or a thing speaks: {token} {' '.join(speaker)}")
+        elif speaker[-1] in TITLES and said[i + 1] != "the":
+            found.append(f"a title speaks without a name: {token} {' '.join(speaker)}")
+        elif after in RUN_ON:
+            found.append(f"the speaker tag runs on: {token} {' '.join(speaker)} {after}")
     return found
 
 

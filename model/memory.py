@@ -253,11 +253,23 @@ def mix_rows(xp, memory: Memory, p, logits, following, weight, name_start, initi
 
 # The cast ------------------------------------------------------------------------------------------
 
+PLACES_MARK = "# Places and things"  # in model/cast.txt: the entries after it are no people
+
+
 @lru_cache(maxsize=1)
 def default_cast() -> tuple[str, ...]:
     """The wizarding cast a new server starts with (model/cast.txt, one entry a line)."""
     lines = DEFAULT_CAST_FILE.read_text(encoding="utf-8").splitlines()
     return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+@lru_cache(maxsize=1)
+def default_places() -> frozenset[str]:
+    """The default cast's places and things (model/cast.txt, after PLACES_MARK): entries that never
+    speak. An entry a server adds is of no known kind."""
+    text = DEFAULT_CAST_FILE.read_text(encoding="utf-8")
+    after = text.split(PLACES_MARK, 1)[1].split("\n", 1)[1]
+    return frozenset(line.strip() for line in after.splitlines() if line.strip() and not line.startswith("#"))
 
 
 def check_entry(entry: str) -> str:

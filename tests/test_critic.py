@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from model.critic import Candidate, Critic, WordModel, broken_entries, flaws
+from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws
 from model.generator import GeneratorConfig, Scheduler, StoryRequest
 from tests.conftest import BLOCKED, make_text
 from tests.helpers import tell_all
@@ -62,6 +62,18 @@ def test_a_broken_name_is_never_chosen_while_a_whole_one_is_there(critic):
     candidates = [Candidate("He went to Diagon.", 0.0), Candidate("He went to Diagon Alley at last.", -40.0)]
     assert critic.choose(tale, candidates, CAST) == 1
     assert critic.choose(tale, candidates[::-1], CAST) == 0
+
+
+@pytest.mark.parametrize("sentence, broken", [
+    ('"No," said Hogwarts.', "a place or a thing speaks: said Hogwarts"),
+    ('"No," said the Hogwarts Express.', "a place or a thing speaks: said Hogwarts Express"),
+    ('"Yes," said Madam.', "a title speaks without a name: said Madam"),
+    ('"No," said Potter had done.', "the speaker tag runs on: said Potter had"),
+    ("said the Dumbledore said", "the speaker tag runs on: said Dumbledore said"),
+    ('"What?" asked Snape.', None), ('"Oh," said the Sorting Hat.', None), ('"Oh," said Madam Pomfrey.', None),
+    ('"No," said the Professor.', None), ('"Yes," said Harry quietly.', None), ("He said to Hogwarts", None)])
+def test_broken_speaker_tags(sentence, broken):
+    assert broken_tags(sentence, CAST + ("Madam Pomfrey",)) == ([broken] if broken else [])
 
 
 def test_repeats_and_non_word_endings_are_flaws(words):
