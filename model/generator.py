@@ -571,6 +571,9 @@ class Scheduler:
         values = np.where(ended, values, np.where(np.isfinite(values), values - 1e6, values))  # whole sentences first
         best = int(np.argmax(values)) if np.isfinite(values).any() else 0
         _, row, end, arrays = done[best]
+        # Every candidate row points at its search: let go of the parked arrays now, not at the
+        # garbage collector's next full pass (by then they are tens of MB of fragmented heap).
+        search.done.clear()
         row.search, row.sentences, row.stream = None, story.sentences + 1, story.stream
         row.widths = story.widths + [story.width]
         sentence_text = row.text[:end]
