@@ -13,8 +13,9 @@ The features are weighed by weights fitted to blind readers' choices between pai
 
 Some candidates are never chosen while another is there: one that breaks a cast entry ("Diagon"
 without "Alley", "the Sorting of Oz", or a cast word run on into a non-word, "Diagone"), one with a
-speaker tag no book writes ("said Hogwarts", "said Madam.", "said Potter had"), one that repeats a
-word 4-gram of the tale, and one that ends in a non-word.
+speaker tag no book writes ("said Hogwarts", "said Madam.", "said Potter had"), one that brings in a
+name from another book ("the Scarecrow"), one that repeats a word 4-gram of the tale, and one that
+ends in a non-word.
 
 The word model is compact count tables in the bundle's critic.npz (no Keras), the weights in
 critic.json.
@@ -212,9 +213,9 @@ def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
 
 
 def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
-    """Why a sentence must not be chosen: broken cast entries, a broken speaker tag, a repeated
-    word 4-gram of the tale, an ending in a non-word. Empty when it may be."""
-    found = broken_entries(sentence, cast, words) + broken_tags(sentence, cast)
+    """Why a sentence must not be chosen: broken cast entries, a broken speaker tag, a name from
+    another book, a repeated word 4-gram of the tale, an ending in a non-word. Empty when it may be."""
+    found = broken_entries(sentence, cast, words) + broken_tags(sentence, cast, words) + strangers(tale, sentence, cast, words)
     said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
     earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
     seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
@@ -228,6 +229,19 @@ def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> 
     return found
 
 
+def strangers(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
+    """Names from other books: capitalised words mid-sentence that the books use as names and that
+    neither the cast nor the tale so far holds ("the Scarecrow", "Polly", "Oz"). The tale's people
+    are the memory's and the cast's; a stranger pulls it into another book."""
+    known = {t for t in tokens(tale) if is_capitalised(t)} | cast_words_of(cast)
+    said, found = tokens(sentence), []
+    for i, token in enumerate(said):
+        if token in words.names and token not in known and token not in TITLES and \
+                not opens_sentence(said[i - 1] if i else (tokens(tale)[-1:] or [None])[0]):
+            found.append(f"a name from another book: {token}")
+    return found
+
+
 # A speaker tag: a verb of speech, its speaker (perhaps "the" and capitalised words), then a pause
 # or an end. In the books' 32,000 tags ("said Harry", "asked the King") the speaker is followed
 # by one of RUN_ON in 12: "said Potter had said" and "said He was" are the model's, not English.
@@ -235,11 +249,14 @@ SPEECH = frozenset("said asked cried answered replied shouted whispered exclaime
 RUN_ON = frozenset("had was were is has said asked did would could will".split())
 
 
-def broken_tags(sentence: str, cast: tuple[str, ...]) -> list[str]:
+def broken_tags(sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
     """Speaker tags that make no sense: a place or a thing of the cast speaks ("said Hogwarts"), a
-    title speaks without its name ("said Madam."), or the tag runs on into a verb ("said Potter had")."""
+    title speaks without its name ("said Madam."), an ordinary word speaks ("said No"), a speaker
+    calls himself by name ("'Very well, Snape,' said Snape"), or the tag runs on into a verb ("said
+    Potter had")."""
     places = {w for entry in default_places() & set(cast) for w in tokens(entry) if is_capitalised(w)}
     said, found = tokens(sentence), []
+    quoted = set(re.findall(r"[A-Z][a-z]+", " ".join(re.findall(r"[\"'](?=\S)([^\"']+?)(?<=\S)[\"']", sentence))))
     for i, token in enumerate(said):
         if token not in SPEECH:
             continue
@@ -251,10 +268,15 @@ def broken_tags(sentence: str, cast: tuple[str, ...]) -> list[str]:
         after = said[j] if j < len(said) else ""
         if not speaker:
             continue
+        named = said[i + 1] != "the"
         if places & set(speaker):
             found.append(f"a place or a thing speaks: {token} {' '.join(speaker)}")
-        elif speaker[-1] in TITLES and said[i + 1] != "the":
+        elif named and speaker[-1] in TITLES:
             found.append(f"a title speaks without a name: {token} {' '.join(speaker)}")
+        elif named and not any(namelike(w, words) for w in speaker):
+            found.append(f"an ordinary word speaks: {token} {' '.join(speaker)}")
+        elif named and quoted & set(speaker) - TITLES:
+            found.append(f"the speaker calls himself by name: {token} {' '.join(speaker)}")
         elif after in RUN_ON:
             found.append(f"the speaker tag runs on: {token} {' '.join(speaker)} {after}")
     return found

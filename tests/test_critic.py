@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws
+from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws, strangers
 from model.generator import GeneratorConfig, Scheduler, StoryRequest
 from tests.conftest import BLOCKED, make_text
 from tests.helpers import tell_all
@@ -71,9 +71,21 @@ def test_a_broken_name_is_never_chosen_while_a_whole_one_is_there(critic):
     ('"No," said Potter had done.', "the speaker tag runs on: said Potter had"),
     ("said the Dumbledore said", "the speaker tag runs on: said Dumbledore said"),
     ('"What?" asked Snape.', None), ('"Oh," said the Sorting Hat.', None), ('"Oh," said Madam Pomfrey.', None),
+    ('"Yes," said Owl.', "an ordinary word speaks: said Owl"),  # "owl": common in lower case
+    ("'Very well, Snape,' said Snape.", "the speaker calls himself by name: said Snape"),
+    ("'Very well, Harry,' said Snape.", None),
     ('"No," said the Professor.', None), ('"Yes," said Harry quietly.', None), ("He said to Hogwarts", None)])
-def test_broken_speaker_tags(sentence, broken):
-    assert broken_tags(sentence, CAST + ("Madam Pomfrey",)) == ([broken] if broken else [])
+def test_broken_speaker_tags(sentence, broken, words):
+    assert broken_tags(sentence, CAST + ("Madam Pomfrey",), words) == ([broken] if broken else [])
+
+
+def test_a_name_from_another_book_is_a_flaw_unless_the_tale_or_cast_holds_it(words):
+    stranger = sorted(words.names - {w for entry in CAST for w in entry.split()})[0]
+    assert strangers("Harry ran.", f"Then he met {stranger} at the gate.", CAST, words) == \
+        [f"a name from another book: {stranger}"]
+    assert strangers(f"Harry met {stranger}.", f"Then he saw {stranger} again.", CAST, words) == []  # the tale's
+    assert strangers("Harry ran.", "Then he met Snape at the gate.", CAST, words) == []  # the cast's
+    assert strangers("Harry ran.", f"{stranger} came.", CAST, words) == []  # opening a sentence: no name told
 
 
 def test_repeats_and_non_word_endings_are_flaws(words):
