@@ -4,7 +4,7 @@
     story = await generator.generate(StoryRequest("Harry", 800))
     async for event in generator.stream(request): ...   # queue positions, then text chunks
 
-It never imports Keras or TensorFlow: the process does. Requests wait here (a bounded line)
+It never imports Keras or TensorFlow (nor does the process, on a CPU). Requests wait here (a bounded line)
 until the process has a free row; if the process dies, in-flight requests fail with
 GeneratorUnavailable and a new process is started.
 """
@@ -25,7 +25,7 @@ from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailabl
                              StoryRequest, StoryTimeout, serve)
 
 log = logging.getLogger(__name__)
-START_TIMEOUT = 120.0  # loading TensorFlow and the model on a slow box
+START_TIMEOUT = 120.0  # loading the model and compiling the engine (first start) on a slow box
 RESTART_DELAYS = (0.5, 2.0, 10.0)  # after repeated deaths, wait longer before the next start
 
 

@@ -3,7 +3,9 @@
 One process loads the bundle and serves all requests. Each request owns one row of the batch:
 its state starts at zero, its prompt is primed in one call, then every step samples one
 character for all active rows together. Rows join and leave between steps (continuous
-batching). This module imports no Keras at import time; only the process does.
+batching). On a CPU neither this module nor the process imports Keras or TensorFlow: the process
+reads the bundle's weights with h5py and writes with the numba engine (a GPU's device engine
+runs on Keras).
 """
 from __future__ import annotations
 
