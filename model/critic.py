@@ -260,6 +260,12 @@ def broken_tags(sentence: str, cast: tuple[str, ...], words: WordModel) -> list[
     for i, token in enumerate(said):
         if token not in SPEECH:
             continue
+        before = i
+        while before > 0 and is_capitalised(said[before - 1]):
+            before -= 1
+        if places & set(said[before:i]):  # "And the Hogwarts said"
+            found.append(f"a place or a thing speaks: {' '.join(said[before:i])} {token}")
+            continue
         j = i + 1 + (said[i + 1:i + 2] == ["the"])
         speaker = []
         while j < len(said) and is_capitalised(said[j]):

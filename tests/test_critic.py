@@ -67,6 +67,7 @@ def test_a_broken_name_is_never_chosen_while_a_whole_one_is_there(critic):
 @pytest.mark.parametrize("sentence, broken", [
     ('"No," said Hogwarts.', "a place or a thing speaks: said Hogwarts"),
     ('"No," said the Hogwarts Express.', "a place or a thing speaks: said Hogwarts Express"),
+    ("And the Hogwarts said, 'Well?'", "a place or a thing speaks: Hogwarts said"),
     ('"Yes," said Madam.', "a title speaks without a name: said Madam"),
     ('"No," said Potter had done.', "the speaker tag runs on: said Potter had"),
     ("said the Dumbledore said", "the speaker tag runs on: said Dumbledore said"),
