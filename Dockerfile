@@ -2,11 +2,13 @@
 FROM python:3.11-slim
 
 # The metrics listen on the container's own network (Prometheus in compose scrapes them there);
-# publishing the port is the operator's choice. numba's compiled story engine is built into the image (see the warm-up below); a machine with
+# publishing the port is the operator's choice. So does the web gallery, once QUILL_WEB_PORT=8080
+# turns it on, for the operator's reverse proxy (QUILL_PUBLIC_URL: the address members are shown).
+# numba's compiled story engine is built into the image (see the warm-up below); a machine with
 # another CPU recompiles it once, into the same folder, which the bot's user owns.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     QUILL_DATABASE=/data/quill.db NUMBA_CACHE_DIR=/app/numba-cache QUILL_METRICS_PORT=9100 \
-    QUILL_METRICS_HOST=0.0.0.0
+    QUILL_METRICS_HOST=0.0.0.0 QUILL_WEB_HOST=0.0.0.0
 WORKDIR /app
 
 # Dependencies first, in their own layer: a code change does not reinstall them. The list is
@@ -30,7 +32,7 @@ RUN useradd --create-home --uid 10001 quill && mkdir /data /app/numba-cache \
     && chown -R quill /data /app/numba-cache
 USER quill
 VOLUME ["/data"]
-EXPOSE 9100
+EXPOSE 9100 8080
 
 # /healthz answers 200 only while every shard of this process is connected and its generator is ready.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD python -c \

@@ -1,5 +1,6 @@
 # `make run`: the bot on the shipped model (a console on stdin when DISCORD_TOKEN is not set).
-# `make test`: create .venv if missing, install the project with what the tests need, run them.
+# `make test`: create .venv if missing, install the project with what the tests need, run them
+# (and, as root on Debian, install the headless browser the web gallery's test opens, if missing).
 # Versions are pinned by constraints.txt (`make constraints` rewrites it from a test install).
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ PIP := $(BIN)/pip install --quiet --constraint constraints.txt
 RUNTIME := $(VENV)/.installed-runtime
 FULL := $(VENV)/.installed-full
 
-.PHONY: run test install bench constraints clean
+.PHONY: run test install bench constraints clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,13 @@ install: $(FULL)
 run: $(RUNTIME)
 	$(BIN)/quill run
 
-test: $(FULL)
+test: $(FULL) browser
 	$(BIN)/python -m pytest -q
+
+# tests/test_web.py opens pages in Debian's chromium, headless; without it that test says how to get it.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 bench: $(FULL)
 	$(BIN)/quill bench train --json

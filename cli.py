@@ -387,6 +387,12 @@ def add_bench(sub) -> None:
     st.add_argument("--ops", type=int, default=10, help="operations of each kind per member and round")
     st.add_argument("--rounds", type=int, default=3)
     st.add_argument("--json", action="store_true")
+    w = bench.add_parser("web", help="a tale's page on the web gallery for many readers, SQLite and PostgreSQL")
+    w.add_argument("--postgres", metavar="URL", help="a PostgreSQL database to use (default: a throwaway local "
+                                                     "server, started and stopped for the run)")
+    w.add_argument("--readers", type=int, default=100, help="readers at once")
+    w.add_argument("--pages", type=int, default=50, help="pages each reader reads, per measurement")
+    w.add_argument("--json", action="store_true")
     f = bench.add_parser("filter", help="the word filter: matches in a corpus, stories it stepped into, its cost")
     f.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     f.add_argument("--corpus", nargs="*", default=[], metavar="PATH", help="books to scan for matches")
@@ -407,6 +413,9 @@ def cmd_bench(args) -> int:
     elif args.bench == "store":
         from train.bench_store import bench_store
         result = bench_store(args.postgres, args.members, args.ops, args.rounds)
+    elif args.bench == "web":
+        from train.bench_web import bench_web
+        result = bench_web(args.postgres, args.readers, args.pages)
     elif args.bench == "story":
         from train.bench_story import STARTS, bench_story
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,

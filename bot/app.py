@@ -11,10 +11,11 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.ext import commands
 
-from bot.db import CastStore, Database, GalleryStore, GuildSettingsStore, WordListStore
+from bot.db import CastStore, Database, GalleryStore, GuildSettingsStore, WebGalleryStore, WordListStore
 from bot.errors import NO_MENTIONS, answer_error
 from bot.metrics import Metrics, MetricsServer
 from bot.settings import Settings
+from bot.web import WebServer
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
@@ -58,6 +59,7 @@ class QuillBot(commands.AutoShardedBot):
         self.db: Database | None = None
         self.generator: StoryGenerator | None = None
         self.metrics_server: MetricsServer | None = None
+        self.web_server: WebServer | None = None
 
     # The cogs' public faces, for the buttons, the console and the cogs that share their work.
     @property
@@ -71,16 +73,22 @@ class QuillBot(commands.AutoShardedBot):
         return self.get_cog("TogetherCog")
 
     async def prepare(self) -> None:
-        """Everything but the Discord connection (the console mode and tests stop here)."""
+        """Everything but the Discord connection (the console mode and tests stop here), the web
+        gallery included."""
         self.db = await Database.open(self.settings.database)
         self.guild_settings = GuildSettingsStore(self.db)
         self.gallery = GalleryStore(self.db)
         self.word_lists = WordListStore(self.db)
         self.casts = CastStore(self.db)
+        self.web_galleries = WebGalleryStore(self.db)
         self.generator = StoryGenerator(self.settings.generator_config(), self.on_notice)
         await self.generator.start()
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        if self.settings.web_port:
+            self.web_server = WebServer(self.db, self.settings.public_url, self.settings.web_host,
+                                        self.settings.web_port)
+            await self.web_server.start()
 
     async def setup_hook(self) -> None:
         if self.settings.discord_api and self.shard_count is not None:
@@ -133,6 +141,8 @@ class QuillBot(commands.AutoShardedBot):
     async def close(self) -> None:
         if self.metrics_server:
             await self.metrics_server.close()
+        if self.web_server:
+            await self.web_server.close()
         if self.generator:
             await self.generator.close()
         if self.db:

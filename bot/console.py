@@ -95,6 +95,7 @@ class Console:
         if view not in (MISSING, None):
             self.last_view = view
             labels = [f"[{button.label}]" + (" (off)" if button.disabled else "")
+                      + (f" {button.url}" if button.url else "")  # a link, printed to be opened
                       for button in map(as_button, view.children) if button is not None]
             self.write("  ".join(labels) + "   (press <button>)\n")
 
@@ -104,6 +105,9 @@ class Console:
         interactive = stdin.isatty()
         self.write(f"Quill console: one member of one local server. Model: {self.bot.generator.info.get('model')}."
                    " Type help for commands.\n")
+        if self.bot.web_server:
+            self.write(f"The web gallery listens on {self.bot.settings.public_url}: /settings web:on publishes "
+                       "this server's.\n")
         while True:
             if interactive:
                 self.write("quill> ")
@@ -167,6 +171,9 @@ class Console:
             raise ConsoleError(f"no button {label!r} on the last message")
         if as_button(item).disabled:
             raise ConsoleError(f"the {as_button(item).label!r} button is switched off")
+        if as_button(item).url:  # Discord opens a link button in the browser; the bot never hears of it
+            self.write(f"open {as_button(item).url} in a browser\n")
+            return
         await press_button(view, item, ConsoleInteraction(self, None))
 
     def parse(self, command: app_commands.Command, text: str) -> dict:

@@ -4,12 +4,13 @@ lock first: bot/backends.py); every tale query filters by guild."""
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bot.backends import connect
 from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, REPORTS_PER_HOUR,
-                        STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH)
+                        STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH, WEB_ADDRESS_BYTES)
 from model.memory import MAX_CAST, default_cast
 
 # Append only: a released migration never changes; schema_version records the last applied.
@@ -118,6 +119,13 @@ MIGRATIONS = [
     ALTER TABLE guild_settings_next RENAME TO guild_settings;
     ALTER TABLE reports ADD COLUMN created_at TEXT;  -- NULL for reports made before it was kept
     CREATE INDEX reports_by_member ON reports (user_id, created_at);
+    """,
+    """
+    CREATE TABLE web_galleries (  -- a server's gallery on the web (bot/web.py); no row: never published
+        guild_id INTEGER PRIMARY KEY,
+        slug TEXT NOT NULL UNIQUE,  -- its random address; /settings web:reset draws another
+        published INTEGER NOT NULL DEFAULT 0 CHECK (published IN (0, 1))
+    );
     """,
 ]
 
@@ -397,10 +405,10 @@ class GalleryStore:
         await self.db.write(restore)
         return await self.get(guild_id, tale_id)
 
-    async def page(self, guild_id: int, page: int, sort: str = "top",
-                   author_id: int | None = None) -> tuple[list[Tale], int]:
-        """One page of the server's gallery and the number of pages; sort "reported" lists the
-        hidden tales instead (for moderators)."""
+    async def page(self, guild_id: int, page: int, sort: str = "top", author_id: int | None = None,
+                   size: int = PAGE_SIZE) -> tuple[list[Tale], int]:
+        """One page of `size` tales of the server's gallery and the number of pages; sort "reported"
+        lists the hidden tales instead (for moderators)."""
         if sort == "reported":
             where, args, sort = "guild_id = ? AND hidden = 1", [guild_id], "new"
         else:
@@ -409,10 +417,10 @@ class GalleryStore:
             where += " AND author_id = ?"
             args.append(author_id)
         total = (await self.db.fetchone(f"SELECT COUNT(*) AS n FROM tales WHERE {where}", *args))["n"]
-        pages = max(1, -(-total // self.PAGE_SIZE))
+        pages = max(1, -(-total // size))
         rows = await self.db.fetchall(
             f"SELECT {TALE_COLUMNS} FROM tales WHERE {where} ORDER BY {self.SORTS[sort]} LIMIT ? OFFSET ?",
-            *args, self.PAGE_SIZE, page * self.PAGE_SIZE)
+            *args, size, page * size)
         return [Tale(**r) for r in rows], pages
 
 
@@ -486,3 +494,54 @@ class CastStore:
     async def reset(self, guild_id: int) -> None:
         """Back to the default cast."""
         await self.db.write(lambda tx: tx.execute("DELETE FROM casts WHERE guild_id = ?", guild_id))
+
+
+@dataclass(frozen=True)
+class WebGallery:
+    guild_id: int
+    slug: str  # the gallery's random address (bot/web.py)
+    published: bool
+
+    def __post_init__(self):
+        object.__setattr__(self, "published", bool(self.published))  # SQLite stores 0/1
+
+
+class WebGalleryStore:
+    """Each server's gallery on the web: its random address, and whether the server publishes it
+    (/settings web). A server's first change draws its address."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def get(self, guild_id: int) -> WebGallery | None:
+        row = await self.db.fetchone("SELECT * FROM web_galleries WHERE guild_id = ?", guild_id)
+        return WebGallery(**row) if row else None
+
+    async def _upsert(self, guild_id: int, published: bool, sql: str) -> WebGallery:
+        """A row drawn now, or the stored one changed by `sql` (an ON CONFLICT action)."""
+        row = await self.db.write(lambda tx: tx.fetchone(
+            f"INSERT INTO web_galleries (guild_id, slug, published) VALUES (?, ?, ?) "
+            f"ON CONFLICT (guild_id) DO UPDATE SET {sql} RETURNING *",
+            guild_id, secrets.token_urlsafe(WEB_ADDRESS_BYTES), int(published)))
+        return WebGallery(**row)
+
+    async def publish(self, guild_id: int, published: bool) -> WebGallery:
+        """Published, or taken down at once; the address stays."""
+        return await self._upsert(guild_id, published, "published = excluded.published")
+
+    async def new_address(self, guild_id: int) -> WebGallery:
+        """A new random address: every earlier link answers 404. Published or not, as it was."""
+        return await self._upsert(guild_id, False, "slug = excluded.slug")
+
+    async def guild(self, slug: str) -> int | None:
+        """The server whose published gallery lives at `slug`; None for any other address."""
+        row = await self.db.fetchone("SELECT guild_id FROM web_galleries WHERE slug = ? AND published = 1", slug)
+        return row["guild_id"] if row else None
+
+    async def tale(self, slug: str, tale_id: int) -> Tale | None:
+        """A tale of the published gallery at `slug`: saved to it and not hidden; None for any other
+        (an unknown, hidden, removed or unsaved tale, or an address not published), in one query."""
+        row = await self.db.fetchone(
+            f"SELECT {TALE_COLUMNS} FROM tales WHERE id = ? AND in_gallery = 1 AND hidden = 0 AND guild_id = "
+            "(SELECT guild_id FROM web_galleries WHERE slug = ? AND published = 1)", tale_id, slug)
+        return Tale(**row) if row else None

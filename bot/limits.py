@@ -28,3 +28,6 @@ TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the 
 MAX_SERVER_WORDS = 500  # a server's own blocked words
 SERVER_SHARE = 4  # a server may hold at most 1/4 of the storyteller (its rows and queue) at once
 MEMBER_IN_FLIGHT = 2  # stories one member may have being written at once
+WEB_SUMMARY = 200  # characters of a tale shown in its link's card, the web gallery and its feed
+WEB_FEED_TALES = 20  # the newest tales in a web gallery's feed
+WEB_ADDRESS_BYTES = 12  # random bytes of a web gallery's address: 16 characters, never guessed

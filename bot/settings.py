@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ def shipped_model() -> Path:
 
 class SettingsError(ValueError):
     pass
+
+
+# A tale's link adds its path (under 50 characters) to the public address; Discord takes links of at most 512.
+PUBLIC_URL_MOST = 400
 
 
 def _shard_range(part: str) -> range:
@@ -53,6 +58,16 @@ class Settings:
     metrics_port: int | None = None  # /metrics and /healthz; None: not served
     metrics_host: str = "127.0.0.1"  # where they listen: this machine only, unless the operator says otherwise
     discord_api: str | None = None  # Discord's REST API through a rate-limit proxy; None: Discord's own
+    web_port: int | None = None  # the web gallery (bot/web.py), served by this process; None: not served
+    web_host: str = "127.0.0.1"  # where it listens: behind the operator's reverse proxy on this machine
+    # Where members find the web gallery, for its links; None: this process's own port, on this
+    # machine, or no links without one. A process may link to the gallery another one serves: they
+    # share the database.
+    public_url: str | None = None
+
+    def __post_init__(self):
+        if self.public_url is None and self.web_port:
+            object.__setattr__(self, "public_url", f"http://127.0.0.1:{self.web_port}")
 
     @classmethod
     def from_env(cls, env=None, dotenv: bool = True) -> "Settings":
@@ -79,6 +94,24 @@ class Settings:
                 raise SettingsError(f"{name} must be one of {', '.join(allowed)} (got {raw!r})")
             return raw
 
+        def port(name: str) -> int | None:
+            value = number(name, int, None)
+            if value is not None and value > 65535:
+                raise SettingsError(f"{name} must be a port number, 1 to 65535 (got {value})")
+            return value
+
+        def public_url() -> str | None:
+            raw = env.get("QUILL_PUBLIC_URL", "").strip().rstrip("/")
+            if not raw:
+                return None
+            if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", raw):
+                raise SettingsError(f"QUILL_PUBLIC_URL must be an http:// or https:// address with no query, "
+                                    f"such as https://tales.example.org (got {raw!r})")
+            if len(raw) > PUBLIC_URL_MOST:
+                raise SettingsError(f"QUILL_PUBLIC_URL must be at most {PUBLIC_URL_MOST} characters: Discord "
+                                    f"takes links of at most 512 (got {len(raw)})")
+            return raw
+
         def shards() -> tuple[int, ...] | None:
             raw = env.get("QUILL_SHARDS", "").strip()
             if not raw:
@@ -96,9 +129,6 @@ class Settings:
 
         d = cls()
         shard_count = number("QUILL_SHARD_COUNT", int, None)
-        metrics_port = number("QUILL_METRICS_PORT", int, None)
-        if metrics_port is not None and metrics_port > 65535:
-            raise SettingsError(f"QUILL_METRICS_PORT must be a port number, 1 to 65535 (got {metrics_port})")
         return cls(
             discord_token=env.get("DISCORD_TOKEN", "").strip() or None,
             dev_guild_id=number("DEV_GUILD_ID", int, None),
@@ -112,9 +142,12 @@ class Settings:
             search_width=number("QUILL_SEARCH_WIDTH", int, d.search_width),
             shard_count=shard_count,
             shard_ids=shards(),
-            metrics_port=metrics_port,
+            metrics_port=port("QUILL_METRICS_PORT"),
             metrics_host=env.get("QUILL_METRICS_HOST", "").strip() or d.metrics_host,
             discord_api=env.get("QUILL_DISCORD_API", "").strip().rstrip("/") or None,
+            web_port=port("QUILL_WEB_PORT"),
+            web_host=env.get("QUILL_WEB_HOST", "").strip() or d.web_host,
+            public_url=public_url(),
         )
 
     def generator_config(self) -> GeneratorConfig:

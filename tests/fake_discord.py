@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections import defaultdict, deque
 
@@ -28,6 +29,7 @@ MANAGE_GUILD, MANAGE_MESSAGES = 1 << 5, 1 << 13
 # .../interactions/receiving-and-responding, .../topics/rate-limits).
 CONTENT, EMBED_TITLE, EMBED_DESCRIPTION, EMBED_FOOTER, EMBED_TOTAL = 2000, 256, 4096, 2048, 6000
 FIELD_NAME, FIELD_VALUE, FIELDS, ROWS, PER_ROW, CUSTOM_ID, LABEL = 256, 1024, 25, 5, 5, 100, 80
+URL, LINK_STYLE = 512, 5  # a link button: a URL Discord opens, no custom_id (it never reaches the bot)
 CALLBACK_DEADLINE = 3.0
 EDITS_PER_WINDOW, EDIT_WINDOW = 5, 5.0
 
@@ -239,12 +241,27 @@ class FakeDiscord:
             for item in row.get("components", []):
                 if len(item.get("custom_id", "")) > CUSTOM_ID:
                     self.violation(f"{where}: custom_id of {len(item['custom_id'])}")
+                if item.get("type") == 2:
+                    self.check_button(item, where)
                 if len(item.get("label") or "") > LABEL:
                     self.violation(f"{where}: label of {len(item['label'])}")
                 for flag in ("disabled",):
                     if flag in item and not isinstance(item[flag], bool):
                         self.violation(f"{where}: {flag} is {item[flag]!r}, not a boolean")
         return len(self.violations) == before
+
+    def check_button(self, button: dict, where: str) -> None:
+        """A link button has a valid http(s) URL of at most 512 characters and no custom_id; any
+        other button has a custom_id and no URL."""
+        if button.get("style") == LINK_STYLE:
+            url = button.get("url") or ""
+            if "custom_id" in button:
+                self.violation(f"{where}: a link button with a custom_id")
+            if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url) or len(url) > URL:
+                self.violation(f"{where}: link button URL {url[:100]!r} ({len(url)} characters)")
+        elif "url" in button or not button.get("custom_id"):
+            self.violation(f"{where}: button {button.get('label')!r} of style {button.get('style')} needs a "
+                           f"custom_id and no URL")
 
     # -- the gateway ----------------------------------------------------------------------------
     async def gateway(self, request):

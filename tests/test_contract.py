@@ -9,6 +9,7 @@ import pytest_asyncio
 from tests.fake_discord import MANAGE_GUILD, FakeDiscord, answered, callback
 
 HOGWARTS, DURMSTRANG = 1, 2
+PUBLIC_URL = "https://tales.example.org"  # where the web gallery is linked (served elsewhere: tests/test_web.py)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -23,7 +24,7 @@ async def discord_app(tiny_bundle, tmp_path_factory):
     patch.setattr(discord.http.Route, "BASE", base)
     patch.setattr(discord.webhook.async_.Route, "BASE", base)
     bot = QuillBot(Settings(discord_token="fake", database=tmp_path_factory.mktemp("db") / "quill.db",
-                            model=tiny_bundle, story_timeout=60))
+                            model=tiny_bundle, story_timeout=60, public_url=PUBLIC_URL))
     runner = asyncio.create_task(bot.start("fake"))
     await asyncio.wait_for(bot.wait_until_ready(), 60)
     for guild in fake.guilds:
@@ -156,4 +157,42 @@ async def test_the_gallery_of_one_server_is_not_anothers(discord_app):
     token = await fake.interact(HOGWARTS, 17, command="gallery", options={})
     shown = (await callback(fake, token))["data"]["embeds"][0]
     assert shown["fields"] and shown["fields"][0]["name"].startswith("#")
+    assert fake.violations == []
+
+
+def test_the_fake_refuses_buttons_discord_would():
+    fake = FakeDiscord()
+    link = {"type": 2, "style": 5, "label": "Read on the web", "url": f"{PUBLIC_URL}/g/abc/1"}
+    for button, fine in [(link, True), ({**link, "custom_id": "quill:web:1"}, False),
+                         ({**link, "url": "javascript:alert(1)"}, False), ({**link, "url": PUBLIC_URL + "/" * 500}, False),
+                         ({"type": 2, "style": 1, "label": "Save", "custom_id": "quill:save:1"}, True),
+                         ({"type": 2, "style": 1, "label": "Save"}, False)]:
+        message = {"components": [{"type": 1, "components": [button]}]}
+        assert fake.check_message(message, "test") is fine, button
+
+
+def buttons_of(message: dict) -> list[dict]:
+    return [b for row in message.get("components") or [] for b in row["components"]]
+
+
+async def test_a_published_server_links_its_saved_tales_to_the_web(discord_app):
+    fake, bot = discord_app
+    token = await fake.interact(DURMSTRANG, 19, command="settings", options={"web": "on"}, permissions=MANAGE_GUILD)
+    answer = (await callback(fake, token))["data"]["content"]
+    slug = (await bot.web_galleries.get(DURMSTRANG)).slug
+    assert f"on the web at {PUBLIC_URL}/g/{slug}/" in answer
+    token = await fake.interact(DURMSTRANG, 19, command="story", options={"start": "Hermione", "length": 200})
+    message = await answered(fake, token)
+    assert all("url" not in b for b in buttons_of(message))  # not saved yet: its page would be a 404
+    tale_id = int(message["embeds"][0]["footer"]["text"].split("tale #")[1].split()[0])
+    save = next(b for b in buttons_of(message) if b["label"] == "Save to gallery")
+    press = await fake.interact(DURMSTRANG, 19, custom_id=save["custom_id"], message=message)
+    [link] = [b for b in buttons_of((await callback(fake, press))["data"]) if "url" in b]
+    assert link["url"] == f"{PUBLIC_URL}/g/{slug}/{tale_id}" and link["style"] == 5 and "custom_id" not in link
+    token = await fake.interact(DURMSTRANG, 19, command="tale show", options={"id": tale_id})
+    assert [b["url"] for b in buttons_of((await callback(fake, token))["data"]) if "url" in b] == [link["url"]]
+    token = await fake.interact(DURMSTRANG, 19, command="settings", options={"web": "off"}, permissions=MANAGE_GUILD)
+    assert "not on the web" in (await callback(fake, token))["data"]["content"]
+    token = await fake.interact(DURMSTRANG, 19, command="tale show", options={"id": tale_id})
+    assert buttons_of(shown := (await callback(fake, token))["data"]) and all("url" not in b for b in buttons_of(shown))
     assert fake.violations == []

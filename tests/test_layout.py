@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def test_an_installed_package_carries_its_data_files(tmp_path):
     import zipfile
 
     names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
-    assert {"model/blocklist.txt", "model/words.txt", "model/cast.txt", "cli.py", "bot/cogs/cast.py"} <= names
+    assert {"model/blocklist.txt", "model/words.txt", "model/cast.txt", "cli.py", "bot/cogs/cast.py",
+            "bot/templates/tale.html", "bot/templates/feed.atom", "bot/static/quill.css"} <= names
     assert any(name.endswith("share/quill/models/default/memory.json") for name in names)  # the memory ships
 
 
@@ -74,6 +76,9 @@ def test_an_installed_package_tells_a_story_from_any_folder(tmp_path):
     assert out.stdout.startswith("Harry") and len(out.stdout) > 90
 
 
+WEB = ("QUILL_WEB_PORT", "QUILL_PUBLIC_URL")  # the web gallery's settings: one shard serves it (below)
+
+
 def test_compose_runs_the_shards_as_the_multi_process_test_does():
     import yaml
 
@@ -91,7 +96,8 @@ def test_compose_runs_the_shards_as_the_multi_process_test_does():
         assert service["command"] == ["quill", "run"]  # the test runs the same console script
         env = service["environment"]
         port = int(env["QUILL_METRICS_PORT"])
-        assert {k: v for k, v in env.items() if k != "DISCORD_TOKEN"} == shard_environment(i, database, port)
+        shard_only = {k: v for k, v in env.items() if k not in ("DISCORD_TOKEN", *WEB)}
+        assert shard_only == shard_environment(i, database, port)
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
         targets.append(f"{name}:{port}")
     scrape = yaml.safe_load(compose["configs"]["prometheus"]["content"])
@@ -102,3 +108,15 @@ def test_the_image_checks_its_health_on_the_metrics_port():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "QUILL_METRICS_PORT=9100" in dockerfile and "EXPOSE 9100" in dockerfile
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+
+
+def test_the_image_and_compose_serve_the_web_gallery():
+    import yaml
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "QUILL_WEB_HOST=0.0.0.0" in dockerfile and re.search(r"EXPOSE .*\b8080\b", dockerfile)
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    shards = [services[name] for name in services if name.startswith("shard")]
+    assert [s["environment"].get("QUILL_WEB_PORT") for s in shards] == ["8080"] + [None] * (len(shards) - 1)
+    assert len({s["environment"]["QUILL_PUBLIC_URL"] for s in shards}) == 1  # every shard links to it
+    assert shards[0]["ports"] == ["127.0.0.1:8080:8080"]

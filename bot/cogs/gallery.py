@@ -13,6 +13,7 @@ from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_button
 from bot.cogs.together import authors
 from bot.db import TaleNotFound
 from bot.errors import NO_MENTIONS, MemberError, counted, moderates
+from bot.web import tale_link
 from bot.writing import member_name, server_words
 from bot.views import Paginator
 
@@ -85,8 +86,9 @@ class GalleryCog(commands.Cog):
     @app_commands.describe(id="The tale's number (#id in its footer)")
     async def show(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]):
         found = await self._visible(interaction, id)
+        link = await tale_link(self.bot, found)
         if found.chapters == 1:
-            await interaction.response.send_message(embed=tale_embed(found), view=story_view(found),
+            await interaction.response.send_message(embed=tale_embed(found), view=story_view(found, link),
                                                     allowed_mentions=NO_MENTIONS)
             return
         chapters = await self.bot.gallery.chapters(interaction.guild_id, id)
@@ -94,7 +96,7 @@ class GalleryCog(commands.Cog):
         async def page(number: int) -> tuple[discord.Embed, int]:  # page 0 is the tale's own text
             return (tale_embed(found) if number == 0 else chapter_embed(found, chapters[number - 1])), found.chapters
 
-        await Paginator(interaction.user.id, page, items=tale_buttons(found)).start(interaction)
+        await Paginator(interaction.user.id, page, items=tale_buttons(found, link)).start(interaction)
 
     @tale.command(name="export", description="The whole tale, every chapter, as a .txt file")
     @app_commands.describe(id="The tale's number (#id in its footer)")

@@ -1,13 +1,16 @@
 """/temperature and /settings: per-server settings; changing them needs Manage Server."""
 from __future__ import annotations
 
+from typing import Literal
+
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.db import GuildSettings
-from bot.errors import NO_MENTIONS, counted, require_manage_server
+from bot.db import GuildSettings, WebGallery
+from bot.errors import NO_MENTIONS, MemberError, counted, require_manage_server
 from bot.limits import COOLDOWN_SECONDS, MAX_CHAPTERS, REPORT_THRESHOLD, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH
+from bot.web import gallery_url
 
 
 def describe(s: GuildSettings) -> str:
@@ -16,6 +19,12 @@ def describe(s: GuildSettings) -> str:
             f"cooldown: **{s.cooldown_seconds} s** per member · stories in: {channel} · "
             f"a tale is hidden after {counted(s.report_threshold, 'report', bold=True)} · at most **{s.max_chapters}** chapters · "
             f"**{s.together_length}** characters after each line written together")
+
+
+def describe_web(gallery: WebGallery | None, public_url: str) -> str:
+    if gallery is None or not gallery.published:
+        return "the gallery is not on the web (web:on publishes it)"
+    return f"the gallery is on the web at {gallery_url(public_url, gallery.slug)}"
 
 
 class SettingsCog(commands.Cog):
@@ -45,7 +54,9 @@ class SettingsCog(commands.Cog):
                            any_channel="Allow stories in every channel again",
                            report_threshold=f"Reports from this many members hide a tale ({REPORT_THRESHOLD})",
                            max_chapters=f"Chapters a tale may have, Continue included ({MAX_CHAPTERS})",
-                           together_length=f"Characters the bot writes after each member's line ({TOGETHER_LENGTH})")
+                           together_length=f"Characters the bot writes after each member's line ({TOGETHER_LENGTH})",
+                           web="on: the gallery's saved tales on the web; off: taken down at once; reset: a new "
+                               "address")
     @app_commands.guild_only()
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.checks.has_permissions(manage_guild=True)
@@ -57,7 +68,11 @@ class SettingsCog(commands.Cog):
                        | None = None,
                        max_chapters: app_commands.Range[int, MAX_CHAPTERS.low, MAX_CHAPTERS.high] | None = None,
                        together_length: app_commands.Range[int, TOGETHER_LENGTH.low, TOGETHER_LENGTH.high]
-                       | None = None):
+                       | None = None, web: Literal["on", "off", "reset"] | None = None):
+        public_url = self.bot.settings.public_url
+        if web is not None and public_url is None:  # refused before anything changes
+            raise MemberError("This bot has no web gallery: its operator has not set QUILL_WEB_PORT or "
+                              "QUILL_PUBLIC_URL.")
         changes = {name: int(value) for name, value in (("report_threshold", report_threshold),
                                                          ("max_chapters", max_chapters),
                                                          ("together_length", together_length)) if value is not None}
@@ -71,9 +86,20 @@ class SettingsCog(commands.Cog):
             changes["channel_id"] = None
         store = self.bot.guild_settings
         current = await (store.update(interaction.guild_id, **changes) if changes else store.get(interaction.guild_id))
-        prefix = "Saved. " if changes else ""
-        await interaction.response.send_message(prefix + describe(current), ephemeral=True,
-                                                allowed_mentions=NO_MENTIONS)
+        message = ("Saved. " if changes or web else "") + describe(current)
+        if public_url is not None:
+            message += " · " + describe_web(await self.web_gallery(interaction.guild_id, web), public_url)
+            message += "; its earlier links show nothing now" if web == "reset" else ""
+        await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    async def web_gallery(self, guild_id: int, web: str | None) -> WebGallery | None:
+        """The server's web gallery once `web` (on, off, reset or None: unchanged) is applied."""
+        galleries = self.bot.web_galleries
+        if web == "reset":
+            return await galleries.new_address(guild_id)
+        if web is not None:
+            return await galleries.publish(guild_id, web == "on")
+        return await galleries.get(guild_id)
 
 
 async def setup(bot) -> None:

@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import COOLDOWN_SECONDS, START, STORY_LENGTH
+from bot.web import tale_link
 from bot.writing import Shares, ShareUsed, member_name, server_words
 from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
@@ -164,7 +165,8 @@ class SaveButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template
         if interaction.user.id != tale.author_id:
             raise MemberError("Only the tale's author can save it to the gallery.")
         tale = await interaction.client.gallery.save_to_gallery(tale.guild_id, tale.id)
-        await interaction.response.edit_message(view=story_view(tale), allowed_mentions=NO_MENTIONS)
+        await interaction.response.edit_message(view=story_view(tale, await tale_link(interaction.client, tale)),
+                                                allowed_mentions=NO_MENTIONS)
         await interaction.followup.send(f"Saved: tale #{tale.id} is in this server's gallery now.", ephemeral=True,
                                         allowed_mentions=NO_MENTIONS)
 
@@ -177,7 +179,8 @@ class VoteButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template
 
     async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
         tale, _ = await interaction.client.gallery.toggle_vote(tale.guild_id, tale.id, interaction.user.id)
-        await interaction.response.edit_message(embed=tale_embed(tale), view=story_view(tale),
+        await interaction.response.edit_message(embed=tale_embed(tale),
+                                                view=story_view(tale, await tale_link(interaction.client, tale)),
                                                 allowed_mentions=NO_MENTIONS)
 
 
@@ -229,14 +232,17 @@ HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a modera
 TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ContinueButton, ReportButton)
 
 
-def tale_buttons(tale: Tale) -> list[discord.ui.Item]:
-    return [SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
-            ContinueButton(tale.id), ReportButton(tale.id)]
+def tale_buttons(tale: Tale, link: str | None = None) -> list[discord.ui.Item]:
+    """The tale's buttons, and with its page's `link` (bot/web.py tale_link) a link button: Discord
+    opens it, so it has no custom_id and never reaches the bot."""
+    buttons = [SaveButton(tale.id, tale.in_gallery), VoteButton(tale.id, tale.votes), AgainButton(tale.id),
+               ContinueButton(tale.id), ReportButton(tale.id)]
+    return buttons + [discord.ui.Button(label="Read on the web", url=link)] if link else buttons
 
 
-def story_view(tale: Tale) -> discord.ui.View:
+def story_view(tale: Tale, link: str | None = None) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for item in tale_buttons(tale):
+    for item in tale_buttons(tale, link):
         view.add_item(item)
     return view
 
@@ -383,7 +389,8 @@ class StoryCog(commands.Cog):
     async def _show(self, interaction: discord.Interaction, tale: Tale, embed: discord.Embed | None = None) -> None:
         try:
             await interaction.edit_original_response(content=None, embed=embed or tale_embed(tale),
-                                                     view=story_view(tale), allowed_mentions=NO_MENTIONS)
+                                                     view=story_view(tale, await tale_link(self.bot, tale)),
+                                                     allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as error:  # the tale is safe; point the member to it
             log.warning("could not show tale #%s (guild %s): %s", tale.id, tale.guild_id, error)
             await interaction.followup.send(f"Your tale is saved as #{tale.id}: `/tale show id:{tale.id}` shows it.",
