@@ -133,7 +133,7 @@ def test_held_out_books_and_bits_per_word_on_the_card(tiny_corpus, tiny_config, 
         train([tiny_corpus], tmp_path / "x", replace(tiny_config, holdout_books=("nope.txt",)))
 
 
-def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, capsys):
+def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, capsys, tmp_path):
     from cli import main
 
     assert main(["eval", "--model", str(tiny_bundle), "--corpus", str(tiny_corpus), "--json"]) == 0
@@ -147,7 +147,7 @@ def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, cap
     for result in (whole, val):
         assert result["bits_per_word"] == pytest.approx(
             result["bits_per_char"] * result["chars"] / result["words"], rel=5e-3)
-    assert main(["eval", "--model", str(tiny_bundle), "--corpus", "/nonexistent"]) == 2
+    assert main(["eval", "--model", str(tiny_bundle), "--corpus", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
