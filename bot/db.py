@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from bot.backends import connect
-from bot.limits import (COOLDOWN_SECONDS, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD, REPORTS_PER_HOUR,
-                        STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH, WEB_ADDRESS_BYTES)
-from model.memory import MAX_CAST, default_cast
+from bot.limits import (COOLDOWN_SECONDS, GALLERY_PAGE, MAX_CAST, MAX_CHAPTERS, MAX_SERVER_WORDS, REPORT_THRESHOLD,
+                        REPORTS_PER_HOUR, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH, WEB_ADDRESS_BYTES)
+from model.memory import default_cast
 
 # Append only: a released migration never changes; schema_version records the last applied.
 MIGRATIONS = [
@@ -273,7 +273,7 @@ class ReportLimit(ValueError):
 
 
 class GalleryStore:
-    PAGE_SIZE = 5
+    PAGE_SIZE = GALLERY_PAGE
     SORTS = {"top": "votes DESC, id DESC", "new": "id DESC"}
 
     def __init__(self, db: Database):

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# The model owns these (what a tale's memory and the word filter can hold); they are read from here.
+from model.memory import ENTRY_CHARS, MAX_CAST  # noqa: F401  characters of a cast entry; entries a cast holds
+from model.safety import MAX_WORD  # noqa: F401  characters of a word a server blocks
+
 
 class Limit(NamedTuple):
     low: int | float
@@ -25,6 +29,7 @@ TOGETHER_LENGTH = Limit(100, 1000, 300)  # new characters after each line writte
 START = Limit(1, 200)  # characters of a story's start
 LINE = Limit(1, 300)  # characters of a member's line written together
 TOGETHER_MAX_PARTS = 101  # the opening and 50 turns of a member's line and the bot's reply
+GALLERY_PAGE = 5  # tales on a page of /gallery and of the web gallery
 MAX_SERVER_WORDS = 500  # a server's own blocked words
 SERVER_SHARE = 4  # a server may hold at most 1/4 of the storyteller (its rows and queue) at once
 MEMBER_IN_FLIGHT = 2  # stories one member may have being written at once

@@ -134,7 +134,7 @@ class StoryRequest:
         if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
             raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
         cast = self._checked_cast(vocab, blocked, normalised)
-        seed = self.seed if self.seed is not None else random.SystemRandom().randrange(2**31)
+        seed = self.seed if self.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
         return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
                        cast=cast, folded=folded)
 
@@ -177,7 +177,7 @@ def usable_cast(cast: tuple[str, ...], vocab: Vocabulary, blocked: tuple[str, ..
     return tuple(usable)
 
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**31 - 1  # seeds a member may give, and the range random ones are drawn from
 MAX_TOP_K = 1_000_000
 
 

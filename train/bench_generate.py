@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from bot.limits import TEMPERATURE
 from model.client import StoryGenerator
 from model.generator import GeneratorConfig, StoryRequest, usable_cast
 from model.memory import default_cast
@@ -16,7 +17,7 @@ PROMPT = "Harry looked at the castle and "
 REPEATS = 3
 
 
-def seed_loop_chars_per_s(model_dir: Path, chars: int = 200, temperature: float = 0.5) -> float:
+def seed_loop_chars_per_s(model_dir: Path, chars: int = 200, temperature: float = TEMPERATURE.default) -> float:
     """The article's loop on Keras 3: one eager model call per character at batch 1, then
     tf.random.categorical. (Keras 3 has no stateful reset, so the state is passed explicitly.)
     The median of REPEATS stories, each from a fresh state."""

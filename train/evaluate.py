@@ -13,7 +13,7 @@ import numpy as np
 from model.vocab import Vocabulary
 from train import dataset
 
-LN2 = math.log(2)
+LN2 = math.log(2)  # nats per bit: every bits-per-char and per-word figure divides by it
 STORY_WINDOW = 2000  # a story is read from a fresh state over up to this many characters
 
 

@@ -26,9 +26,8 @@ from model.vocab import Normalisation, Vocabulary
 from train import dataset
 from train.config import TrainConfig
 from train.corpus import CorpusError, read_corpus, split
-from train.evaluate import STORY_WINDOW, evaluate_story_lengths
+from train.evaluate import LN2, STORY_WINDOW, evaluate_story_lengths
 
-LN2 = math.log(2)
 CHECKPOINTS = "checkpoints"
 LAST, BEST, STATE = "last.keras", "best.weights.h5", "state.json"
 EPOCH = "epoch-{}.weights.h5"  # kept for the last --average-epochs epochs

@@ -9,7 +9,6 @@ scores a bundle with and without it.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -18,8 +17,8 @@ from model import kernels
 from model.memory import JOIN, LONGEST, LOWER, UPPER, Memory, MemoryConfig
 from model.vocab import Vocabulary
 from train import dataset
+from train.evaluate import LN2
 
-LN2 = math.log(2)
 FEWEST_EVENTS = 200  # a length seen fewer times than this takes the shorter length's weight
 
 

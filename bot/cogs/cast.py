@@ -10,7 +10,7 @@ from discord.ext import commands
 from bot.errors import MemberError, reply_privately, require_manage_server
 from bot.writing import server_words
 from model.generator import InvalidRequest, checked_cast_entry
-from model.memory import ENTRY_CHARS, MAX_CAST
+from bot.limits import ENTRY_CHARS, MAX_CAST
 
 
 class CastCog(commands.Cog):

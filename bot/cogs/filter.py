@@ -7,6 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import MemberError, reply_privately, require_manage_server
+from bot.limits import MAX_WORD
 from model.safety import clean_word
 
 
@@ -27,7 +28,7 @@ class FilterCog(commands.Cog):
 
     @words.command(name="add", description="Keep a word out of this server's tales and starts")
     @app_commands.describe(word="One word, plain spelling (look-alike spellings are caught too)")
-    async def add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
+    async def add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD]):
         require_manage_server(interaction)
         word = checked(word)
         try:
@@ -39,7 +40,7 @@ class FilterCog(commands.Cog):
 
     @words.command(name="remove", description="Allow a word this server blocked")
     @app_commands.describe(word="A word from /filter list")
-    async def remove(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 40]):
+    async def remove(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, MAX_WORD]):
         require_manage_server(interaction)
         word = checked(word)  # as /filter add wrote it
         removed = await self.bot.word_lists.remove(interaction.guild_id, word)

@@ -16,7 +16,7 @@ from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import COOLDOWN_SECONDS, START, STORY_LENGTH
 from bot.web import tale_link
 from bot.writing import Shares, ShareUsed, member_name, server_words
-from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
+from model.generator import MAX_SEED, GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
@@ -268,7 +268,7 @@ class StoryCog(commands.Cog):
     @app_commands.guild_only()
     async def story(self, interaction: discord.Interaction, start: app_commands.Range[str, START.low, START.high],
                     length: app_commands.Range[int, STORY_LENGTH.low, STORY_LENGTH.high] | None = None,
-                    seed: app_commands.Range[int, 0, 2**31 - 1] | None = None, together: bool = False):
+                    seed: app_commands.Range[int, 0, MAX_SEED] | None = None, together: bool = False):
         if together:
             await self.bot.together.open(interaction, start, length, seed)
         else:
