@@ -38,9 +38,14 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Every benchmark, as JSON (story and filter read the books in ../shared/corpus).
 bench: $(FULL)
 	$(BIN)/quill bench train --json
 	$(BIN)/quill bench generate --json
+	$(BIN)/quill bench story --json
+	$(BIN)/quill bench filter --json
+	$(BIN)/quill bench store --json
+	$(BIN)/quill bench web --json
 
 constraints: $(FULL)
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
