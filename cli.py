@@ -258,7 +258,7 @@ def cmd_story(args) -> int:
         cast = usable_cast(default_cast(), generator.vocab) if args.cast is None else tuple(args.cast)
         request = StoryRequest(args.start, args.length, args.temperature, args.seed, args.top_k, args.top_p,
                                cast=cast)
-        request = request.validated(generator.vocab, generator.config)  # bad input fails before the model loads
+        request = generator.prepare(request)  # bad input fails before the model loads
         await generator.start()
         try:
             words = word_filter(request.blocked_words)  # masked like the bot's display: the last line of defence

@@ -260,8 +260,13 @@ class StoryGenerator:
             self._send(("cancel", pending.rid))  # frees its row before any later start
         self._dispatch()
 
+    def prepare(self, request: StoryRequest) -> StoryRequest:
+        """The request validated and normalised for this model, once: callers prepare it before they
+        defer (a refusal is quick), and stream admits a prepared request as it is."""
+        return request.validated(self.vocab, self.config)
+
     def _admit(self, request: StoryRequest) -> _Pending:
-        request = request.validated(self.vocab, self.config)
+        request = request if request.prepared else self.prepare(request)
         if self._closing:
             raise GeneratorUnavailable("the storyteller is shutting down")
         if self._down.is_set():

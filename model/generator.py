@@ -81,6 +81,7 @@ class StoryRequest:
     context: str = ""
     cast: tuple[str, ...] = ()  # names, places and things the memory holds before the tale (model.memory)
     folded: tuple[str, ...] = ()  # set by validated: the start's letters the model writes plainer ("à→a")
+    prepared: bool = False  # set by validated: the client admits it as it is (StoryGenerator.prepare)
 
     @property
     def prime(self) -> str:
@@ -136,7 +137,7 @@ class StoryRequest:
         cast = self._checked_cast(vocab, blocked, normalised)
         seed = self.seed if self.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
         return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
-                       cast=cast, folded=folded)
+                       cast=cast, folded=folded, prepared=True)
 
     def _checked_cast(self, vocab: Vocabulary, blocked: tuple[str, ...], normalised: bool) -> tuple[str, ...]:
         if not isinstance(self.cast, tuple):

@@ -292,6 +292,19 @@ async def test_client_streams_deterministic_stories(generator):
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_a_prepared_request_is_validated_once(generator, monkeypatch):
+    calls = []
+    validated = StoryRequest.validated
+    monkeypatch.setattr(StoryRequest, "validated", lambda self, *a, **k: calls.append(1) or validated(self, *a, **k))
+    prepared = generator.prepare(StoryRequest("Harry \u00e0 looked", 100, seed=3))
+    assert prepared.prepared and prepared.start == "Harry a looked" and prepared.folded == ("\u00e0\u2192a",)
+    story = await generator.generate(prepared)
+    assert len(calls) == 1 and story.text.startswith("Harry a looked")  # in this process; the generator's guards its pipe
+    await generator.generate(StoryRequest("Harry", 100, seed=3))  # one not prepared is prepared as it is admitted
+    assert len(calls) == 2
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_queue_full_is_busy_with_positions(generator):
     os.kill(generator.pid, signal.SIGSTOP)  # freeze the writer so the line fills up deterministically
     try:

@@ -289,7 +289,7 @@ class StoryCog(commands.Cog):
                 cast = await bot.casts.entries(interaction.guild_id)
             request = StoryRequest(start, length, settings.temperature, seed, blocked_words=words, context=context,
                                    cast=usable_cast(cast, bot.generator.vocab, words))
-            request = request.validated(bot.generator.vocab, bot.generator.config)  # fails before deferring
+            request = bot.generator.prepare(request)  # fails before deferring
             if turn:
                 self.cooldowns.take(interaction.guild_id, interaction.user.id, settings.cooldown_seconds)
         return request
