@@ -9,7 +9,7 @@ PIP := $(BIN)/pip install --quiet --constraint constraints.txt
 RUNTIME := $(VENV)/.installed-runtime
 FULL := $(VENV)/.installed-full
 
-.PHONY: run test install bench constraints clean browser
+.PHONY: run test test-fast install bench constraints clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: $(RUNTIME)
 
 test: $(FULL) browser
 	$(BIN)/python -m pytest -q
+
+# Every module's quick tests (about a minute): the tests marked slow wait for make test.
+test-fast: $(FULL)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # tests/test_web.py opens pages in Debian's chromium, headless; without it that test says how to get it.
 browser:

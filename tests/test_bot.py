@@ -242,6 +242,7 @@ def generator_request(seed):
     return StoryRequest("Harry", 1500, seed=seed)
 
 
+@pytest.mark.slow
 async def test_generator_killed_mid_story_then_next_story_works(bot, monkeypatch):
     interaction = make_interaction(bot, guild_id=next(guilds))
     killed = asyncio.Event()
@@ -508,6 +509,7 @@ async def test_buttons_carry_booleans(bot):
             assert type(component.get("disabled", False)) is bool
 
 
+@pytest.mark.slow
 async def test_slow_edits_do_not_hold_the_tale_back(bot):
     """Discord under load takes about a second per edit; the tale must not wait for one per chunk."""
     cog = bot.get_cog("StoryCog")
@@ -579,6 +581,7 @@ def test_quill_sync_needs_the_token(monkeypatch, capsys):
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_console_exits_cleanly(tiny_bundle, tmp_path):
     env = {**os.environ, "QUILL_MODEL": str(tiny_bundle), "QUILL_DATABASE": str(tmp_path / "c.db")}
     env.pop("DISCORD_TOKEN", None)
@@ -711,6 +714,7 @@ async def test_continuing_a_tale_in_paragraphs_keeps_them_and_every_character(bo
     assert typed.text == text + chapter.text and len(chapter.text) > 150 * 0.45
 
 
+@pytest.mark.slow
 async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monkeypatch):
     guild = next(guilds)
     await bot.guild_settings.update(guild, cooldown_seconds=0, story_length=1500)
@@ -861,6 +865,7 @@ def console_commands(block: str) -> list[str]:
     return [re.sub(r"<[^>]+>", lambda m: fill[m.group()], c) for c in commands if c]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["README", "help"])
 def test_every_console_command_in_the_readme_and_help_works_as_typed(source, tmp_path):
     """Each as a newcomer types it, in its order, after three stories (so tale 3 exists), on the
@@ -882,6 +887,7 @@ def test_every_console_command_in_the_readme_and_help_works_as_typed(source, tmp
     assert "you: Ron laughed at the hat." in out and "Thank you: the moderators will look at it." in out
 
 
+@pytest.mark.slow
 def test_console_writes_together(tiny_bundle, tmp_path):
     commands = "\n".join(["/settings cooldown:0", "/story start:Harry looked together:true", "add Ron ran.",
                           "finish", "add Too late.", "quit"]) + "\n"
@@ -1097,6 +1103,7 @@ async def test_the_cast_commands_and_the_cast_a_tale_keeps(bot):
     assert "Severus Snape" not in later_tale.cast_entries and "Hermione Granger" in later_tale.cast_entries
 
 
+@pytest.mark.slow
 def test_console_keeps_a_cast(remembering_bundle, tmp_path):
     commands = "\n".join(["/cast add Luna Dark", "/cast list", "/cast remove Peeves", "/cast reset",
                           "/cast list", "quit"]) + "\n"

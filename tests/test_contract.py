@@ -48,6 +48,7 @@ async def test_commands_are_synced_once_with_valid_payloads(discord_app):
     assert fake.violations == []
 
 
+@pytest.mark.slow
 async def test_a_long_story_under_slow_edits_streams_and_finishes(discord_app):
     fake, bot = discord_app
     fake.edit_delay = 1.0  # Discord under load
@@ -65,6 +66,7 @@ async def test_a_long_story_under_slow_edits_streams_and_finishes(discord_app):
     assert fake.violations == []
 
 
+@pytest.mark.slow
 async def test_429_and_500_mid_story_lose_nothing(discord_app):
     fake, bot = discord_app
     bot.get_cog("StoryCog").edit_interval = 0.0  # edit as often as chunks come: the limit is hit
@@ -81,6 +83,7 @@ async def test_429_and_500_mid_story_lose_nothing(discord_app):
     assert fake.violations == []
 
 
+@pytest.mark.slow
 async def test_a_429_holds_every_later_edit_of_that_message(discord_app):
     """A streamed edit is told to wait 1.5 s; the story is done long before that, and its final
     edit still waits: one writer per message."""
@@ -97,6 +100,7 @@ async def test_a_429_holds_every_later_edit_of_that_message(discord_app):
     assert fake.violations == []
 
 
+@pytest.mark.slow
 async def test_a_gateway_drop_mid_story_resumes(discord_app):
     fake, bot = discord_app
     fake.edit_delay = 0.3

@@ -122,6 +122,7 @@ def test_the_same_seed_tells_the_same_story_with_search_on_whatever_its_company(
     assert [t for t, *_ in plain] != [t for t, *_ in together]
 
 
+@pytest.mark.slow
 def test_every_engine_tells_the_same_searched_story(tiny, tiny_bundle, critic):
     vocab, fused, reference = tiny
     requests = [StoryRequest("Hermione", 200, 0.8, seed) for seed in range(3)]

@@ -67,6 +67,7 @@ def test_numpy_engine_agrees_with_model_keras(bundle, engine):
     np.testing.assert_allclose(primed[0], expected[-1], atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell, units", [("lstm", (16, 12)), ("gru", (13, 10, 7)), ("lstm", (9, 6, 5))])
 def test_engines_agree_with_keras_for_other_shapes(cell, units, tmp_path):
     """LSTM cells, three layers, sizes that are not multiples of the kernel's 4x4 blocks; the
@@ -94,6 +95,7 @@ def test_engines_agree_with_keras_for_other_shapes(cell, units, tmp_path):
         np.testing.assert_allclose(fused_logits[row], expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_fused_engine_samples_like_the_reference_and_agrees_with_model_keras(bundle, engine, fused):
     """The numba engine the generator runs on a CPU: same ids as the numpy reference for the same
     draws and settings, logits within 1e-4 of model.keras on the characters it wrote."""
@@ -375,6 +377,7 @@ async def test_killed_generator_fails_clearly_then_recovers(generator, caplog):
     assert len(story.written) >= 270
 
 
+@pytest.mark.slow
 def test_device_engine_agrees_with_model_keras(bundle, network, engine):
     """The compiled backend loop (what runs on a GPU) matches model.keras and samples like the
     reference; here it runs on the CPU."""
@@ -400,6 +403,7 @@ def test_device_engine_agrees_with_model_keras(bundle, network, engine):
     assert got_state.shape == state.shape
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_model_that_cannot_load_fails_fast_with_the_reason(tiny_bundle, tmp_path):
     import shutil
@@ -469,6 +473,7 @@ def test_the_process_refuses_a_bad_request_alone(fused, bundle):
         scheduler.advance()
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
 async def test_a_slow_reader_still_gets_a_finished_story(tiny_bundle):
     """The deadline is for the writing: a finished story is never turned into a timeout."""
@@ -577,6 +582,7 @@ def test_weights_read_without_keras_tell_the_same_stories(bundle, network):
         assert run_alone(FusedEngine(network), bundle.vocab, request) == run_alone(from_keras, bundle.vocab, request)
 
 
+@pytest.mark.slow
 def test_quill_story_is_quiet(tiny_bundle):
     """Nothing on stderr in normal use but the seed: no TensorFlow, absl or discord.py lines (only
     the one-time notice, if this machine has not compiled the engine yet)."""

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,6 +40,7 @@ def build_wheel(folder: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow
 def test_an_installed_package_carries_its_data_files(tmp_path):
     """A non-editable install (the Docker image's) must hold the files the code reads at run time."""
     import zipfile
@@ -55,6 +58,7 @@ def test_the_runtime_never_imports_training_code():
         assert "from train" not in source and "import train" not in source, path
 
 
+@pytest.mark.slow
 def test_an_installed_package_tells_a_story_from_any_folder(tmp_path):
     """A wheel installed in a fresh venv finds its shipped model (issue 18): no checkout needed."""
     import sysconfig

@@ -165,6 +165,7 @@ def test_fit_weight_finds_the_likeliest_mixture():
 # -- bundles, engines and stories ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_memory_writes_memory_json_and_eval_scores_it(remembering_bundle, tiny_bundle, tiny_corpus, capsys):
     import cli
     from model.bundle import read_metadata
@@ -224,6 +225,7 @@ def test_the_engines_agree_with_the_memory_on(talking):
     assert (plain.ids != want.ids).any()  # the memory did speak
 
 
+@pytest.mark.slow
 def test_the_device_engine_agrees_with_the_memory_on(talking):
     pytest.importorskip("keras")
     from model.engine import DeviceEngine, NumpyEngine

@@ -103,6 +103,7 @@ def test_name_and_cast_measures_on_known_text():
     assert figures["cast_per_1000_words"] == round(1000 * 3 / 14, 1)
 
 
+@pytest.mark.slow
 def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, remembering_bundle, tiny_corpus, capsys):
     import cli
 
@@ -120,6 +121,7 @@ def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, rememberi
         assert 0 <= figures["name_recall"] <= 1 and 0 <= figures["copying_30_chars"] <= 1
 
 
+@pytest.mark.slow
 def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(remembering_bundle):
     import asyncio
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.db import Database, GalleryStore, GuildSettingsStore
 from bot.local_postgres import free_port
@@ -102,6 +103,7 @@ def buttons(message: dict) -> dict[str, dict]:
     return {b["label"]: b for row in message["components"] for b in row["components"]}
 
 
+@pytest.mark.slow
 async def test_two_shard_processes_share_postgresql_and_survive_a_kill(postgres_server, tmp_path):
     url = postgres_server.new_database()
     fake = FakeDiscord(shard_count=SHARDS)
@@ -210,6 +212,7 @@ def env_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
 
 
+@pytest.mark.slow
 async def test_the_readme_docker_settings_with_the_example_env_run_healthy(tmp_path):
     """README: `cp .env.example .env`, then `docker run --env-file .env` on the image. Here: the
     image's ENV, the example file over it as --env-file puts it, a token and the fake Discord."""
@@ -236,7 +239,6 @@ async def test_the_readme_docker_settings_with_the_example_env_run_healthy(tmp_p
 
 
 def test_settings_read_the_database_url_shards_and_metrics_port():
-    import pytest
 
     from bot.settings import Settings, SettingsError
 
@@ -256,7 +258,6 @@ def test_settings_read_the_database_url_shards_and_metrics_port():
 
 
 def test_a_machine_without_postgresql_is_told_how_to_install_it(monkeypatch):
-    import pytest
 
     from bot import local_postgres
 

@@ -115,6 +115,7 @@ def test_schedule_sets_each_epochs_rate():
         TrainConfig(schedule=((3, 0.01), (2, 0.001))).check()
 
 
+@pytest.mark.slow
 def test_held_out_books_and_bits_per_word_on_the_card(tiny_corpus, tiny_config, tmp_path):
     from dataclasses import replace
 
@@ -133,6 +134,7 @@ def test_held_out_books_and_bits_per_word_on_the_card(tiny_corpus, tiny_config, 
         train([tiny_corpus], tmp_path / "x", replace(tiny_config, holdout_books=("nope.txt",)))
 
 
+@pytest.mark.slow
 def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, capsys, tmp_path):
     from cli import main
 
@@ -151,6 +153,7 @@ def test_quill_eval_reports_bits_per_char_and_word(tiny_bundle, tiny_corpus, cap
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quill_eval_window_gives_the_model_more_context(tiny_bundle, tiny_corpus, capsys):
     from cli import main
 
@@ -167,6 +170,7 @@ def test_quill_eval_window_gives_the_model_more_context(tiny_bundle, tiny_corpus
     assert "--window must be at least 2 characters, not 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_recipe_file_trains_with_its_corpus_and_options(tiny_corpus, tmp_path, capsys):
     from cli import main
 

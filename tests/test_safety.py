@@ -159,6 +159,7 @@ def test_the_model_wants_the_word_and_never_writes_it(weedy):
     assert all(len(text) > 150 for text, _ in stories)  # the stories go on, not cut short
 
 
+@pytest.mark.slow
 def test_no_story_holds_the_word_inside_a_non_word(weedy):
     """An oracle that is not the filter: a plain substring and dictionary test on 500 stories."""
     import re
@@ -287,6 +288,7 @@ async def test_a_display_name_with_a_blocked_word_is_masked_where_tales_show_it(
     assert "\\*" in writers[-1] and "\u25a0" in writers[-1]  # markdown shown as written, the word hidden
 
 
+@pytest.mark.slow
 async def test_no_blocked_word_on_any_path_and_servers_keep_their_own_words(bot):
     guild, other = next(guilds), next(guilds)
     await run(bot, "filter add", moderator(bot, guild), word=BLOCKED)
@@ -370,6 +372,7 @@ async def test_the_report_button_survives_a_restart(bot):
     assert (await ReportButton.from_custom_id(None, None, match)).tale_id == 7
 
 
+@pytest.mark.slow
 def test_bench_filter_reports_matches_interventions_and_cost(weedy_bundle, tmp_path, capsys):
     import json
 
@@ -384,6 +387,7 @@ def test_bench_filter_reports_matches_interventions_and_cost(weedy_bundle, tmp_p
     assert "stories_where_the_model_wanted_a_blocked_word" in result
 
 
+@pytest.mark.slow
 def test_the_filter_works_on_the_device_engine(weedy_bundle):
     """The compiled device loop hands back read-only arrays; a rewind must still take."""
     from model.bundle import load_network

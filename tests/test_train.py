@@ -51,6 +51,7 @@ def test_bundle_is_plain_keras_and_reloads_to_identical_logits(tiny_bundle):
     np.testing.assert_array_equal(np.asarray(plain(ids)), np.asarray(bundle.model(ids)))
 
 
+@pytest.mark.slow
 def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tmp_path):
     from train.loop import train
 
@@ -83,6 +84,7 @@ def test_resume_continues_epochs_loss_and_optimizer(tiny_corpus, tiny_config, tm
         np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.slow
 def test_max_steps_stops_mid_epoch_and_still_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):
     from train.loop import train
 
@@ -148,6 +150,7 @@ def test_missing_bundle_file_is_a_clear_error(tiny_bundle, tmp_path):
         read_metadata(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_time_budget_stops_cleanly_and_writes_the_bundle(tiny_corpus, tiny_config, tmp_path):
     from train.loop import train
 
@@ -158,6 +161,7 @@ def test_time_budget_stops_cleanly_and_writes_the_bundle(tiny_corpus, tiny_confi
     load_bundle(out)
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_the_bundle_from_the_best_checkpoint(tiny_corpus, tiny_config, tmp_path, monkeypatch):
     from train import loop
 
@@ -219,6 +223,7 @@ def _measured_val_bpc(bundle, corpus, config) -> float:
     return float(bundle.model.evaluate(val_x, val_y, batch_size=config.batch_size, verbose=0)) / LN2
 
 
+@pytest.mark.slow
 def test_average_epochs_bundles_the_mean_only_when_it_validates_better(tiny_corpus, tiny_config, tmp_path):
     from train.loop import train
 
@@ -252,6 +257,7 @@ def test_average_epochs_bundles_the_mean_only_when_it_validates_better(tiny_corp
         train([tiny_corpus], tmp_path / "bad", replace(tiny_config, average_epochs=0))
 
 
+@pytest.mark.slow
 def test_each_checkpoint_records_the_wall_time_so_far(tiny_corpus, tiny_config, tmp_path, monkeypatch):
     # A run that is killed keeps the time it trained: the resumed card counts it.
     from train import loop

@@ -356,6 +356,7 @@ async def test_web_settings_through_the_cog_publish_take_down_and_readdress(tiny
         assert "QUILL_WEB_PORT" in refused and (await bot.web_galleries.get(guild)).published
 
 
+@pytest.mark.slow
 def test_the_console_serves_its_gallery_and_prints_the_link(tiny_bundle, tmp_path):
     """`make run` with QUILL_WEB_PORT: /settings web:on in the console publishes the console's
     server; a saved tale's link button shows its page's address."""
@@ -456,6 +457,7 @@ async def chromium(*arguments: str, profile) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 async def test_headless_chromium_renders_a_tale_page(site, tmp_path):
     """A tale whose start would mark the page if any script of it ran: Chromium shows it as text,
     with every chapter, and takes a screenshot."""
@@ -475,6 +477,7 @@ async def test_headless_chromium_renders_a_tale_page(site, tmp_path):
     await site.store.remove(HOSTILE, tale.id)
 
 
+@pytest.mark.slow
 def test_bench_web_measures_both_backends(postgres_server):
     from train.bench_web import bench_web
 
