@@ -3,7 +3,7 @@ edits are recorded, with a guild, a member and that member's permissions. Every 
 spec_set, so setting or reading an attribute that discord.py does not have fails the test."""
 from __future__ import annotations
 
-import time
+import asyncio
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
@@ -15,7 +15,7 @@ def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "
     interaction.client = bot
     interaction.command = command
     # Interaction.extras is discord.py's own place for custom data: what the test wants to know.
-    state = interaction.extras = {"created": time.monotonic(), "done": False, "deferred_at": None}
+    state = interaction.extras = {"done": False}
     interaction.guild_id, interaction.channel_id = guild_id, channel_id
     interaction.guild = MagicMock(spec_set=discord.Guild)
     interaction.guild.id = guild_id
@@ -28,11 +28,8 @@ def make_interaction(bot, *, guild_id: int = 1, user_id: int = 10, name: str = "
     async def answer(*args, **kwargs):
         state["done"] = True
 
-    async def defer(*args, **kwargs):
-        state["done"], state["deferred_at"] = True, time.monotonic()
-
     response.is_done.side_effect = lambda: state["done"]
-    response.defer = AsyncMock(side_effect=defer)
+    response.defer = AsyncMock(side_effect=answer)
     response.send_message = AsyncMock(side_effect=answer)
     response.edit_message = AsyncMock(side_effect=answer)
     response.send_modal = AsyncMock(side_effect=answer)
@@ -84,6 +81,15 @@ def label(item) -> str:
 
 def tale_id(view) -> int:
     return int(button(view, "Again").custom_id.rsplit(":", 1)[1])
+
+
+async def until(condition, timeout: float = 30.0) -> None:
+    """Wait for `condition()` to hold (a condition, not a fixed sleep); fail after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still not so after {timeout} s: {condition}")
+        await asyncio.sleep(0.005)
 
 
 def tell_all(scheduler, requests) -> tuple[list[tuple], list[str]]:
