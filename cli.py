@@ -189,7 +189,7 @@ def cmd_fit_critic(args) -> int:
     import json
 
     from model.memory import default_cast
-    from train.bench_story import STARTS
+    from bench.story import STARTS
     from train.critic_fit import fit_critic, reading_pairs
 
     model = Path(args.model or default_model())
@@ -404,24 +404,24 @@ def add_bench(sub) -> None:
 
 def cmd_bench(args) -> int:
     if args.bench == "train":
-        from train.bench import bench_train
+        from bench.train import bench_train
         result = bench_train(args)
     elif args.bench == "filter":
-        from train.bench_generate import POTTER_STARTS, bench_filter
+        from bench.generate import POTTER_STARTS, bench_filter
         result = bench_filter(Path(args.model or default_model()), args.corpus, args.stories, args.temperature,
                               tuple(args.starts or POTTER_STARTS))
     elif args.bench == "store":
-        from train.bench_store import bench_store
+        from bench.store import bench_store
         result = bench_store(args.postgres, args.members, args.ops, args.rounds)
     elif args.bench == "web":
-        from train.bench_web import bench_web
+        from bench.web import bench_web
         result = bench_web(args.postgres, args.readers, args.pages)
     elif args.bench == "story":
-        from train.bench_story import STARTS, bench_story
+        from bench.story import STARTS, bench_story
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,
                              tuple(args.starts or STARTS), length=args.length, stories_out=args.stories_out)
     else:
-        from train.bench_generate import bench_generate
+        from bench.generate import bench_generate
         result = bench_generate(Path(args.model or default_model()), args.length)
     print_result(result, args.json)
     return 0

@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 SHIPPED_LIST = Path(__file__).with_name("blocklist.txt")
-DICTIONARY = Path(__file__).with_name("words.txt")  # real words: train/dictionary.py writes it
+DICTIONARY = Path(__file__).with_name("words.txt")  # real words: tools/dictionary.py writes it
 MAX_WORD = 40  # longer blocked words are refused when added
 LOOKALIKES = str.maketrans("013457@$!|", "oieastasii")
 _W = "a-z0-9@$"  # the characters of a token, once folded

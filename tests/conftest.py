@@ -93,9 +93,9 @@ def weedy_bundle(tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """One throwaway PostgreSQL server for the whole run (bot/local_postgres.py); each test that
+    """One throwaway PostgreSQL server for the whole run (tools/local_postgres.py); each test that
     needs one takes a fresh database from it. Without PostgreSQL the tests fail, saying how to install it."""
-    from bot.local_postgres import LocalPostgres, PostgresMissing
+    from tools.local_postgres import LocalPostgres, PostgresMissing
 
     try:
         server = LocalPostgres()

@@ -4,7 +4,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.local_postgres import free_port
+from tools.local_postgres import free_port
 from bot.metrics import Metrics
 
 

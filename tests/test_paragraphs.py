@@ -80,7 +80,7 @@ def test_eval_scores_the_paragraph_breaks(tmp_path, tiny_bundle, capsys):
 
 
 def test_reader_measures_on_known_text():
-    from train.bench_story import measure, repeated_4gram_share, sentence_words
+    from bench.story import measure, repeated_4gram_share, sentence_words
 
     assert repeated_4gram_share("a b c d a b c d".split()) == (1, 5)
     assert sentence_words('"Yes," said Ron. It was late! Was it?') == [3, 3, 2]
@@ -91,7 +91,7 @@ def test_reader_measures_on_known_text():
 
 
 def test_name_and_cast_measures_on_known_text():
-    from train.bench_story import capitalised_mid_sentence, copies_itself, measure, top_name_per_100_words
+    from bench.story import capitalised_mid_sentence, copies_itself, measure, top_name_per_100_words
 
     assert capitalised_mid_sentence('"Yes," said Ron. Then I met Snape.\nHe left.') == (["Ron", "Snape"], 9)
     assert copies_itself("x" * 31) and not copies_itself("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -125,7 +125,7 @@ def test_bench_story_compares_bundles_on_the_same_stories(tiny_bundle, rememberi
 def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(remembering_bundle):
     import asyncio
 
-    from train.bench_generate import _side_by_side
+    from bench.generate import _side_by_side
 
     for option, name in (("check_words", "filter"), ("memory", "memory")):
         result = asyncio.run(_side_by_side(remembering_bundle, 100, option, rounds=2, wide_rounds=1))
@@ -135,7 +135,7 @@ def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(
             assert result[f"{label}_{name}_on_vs_off"] == pytest.approx(on / off, rel=0.01)
 
 def test_bench_generate_times_the_memory_in_the_engine_at_pinned_thread_counts(remembering_bundle):
-    from train.bench_generate import memory_cost_in_the_engine
+    from bench.generate import memory_cost_in_the_engine
 
     result = memory_cost_in_the_engine(remembering_bundle, 64, rounds=1)
     assert {key.split("_rows_")[0] for key in result} == {"engine_1", "engine_64"}

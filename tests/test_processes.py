@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from bot.db import Database, GalleryStore, GuildSettingsStore
-from bot.local_postgres import free_port
+from tools.local_postgres import free_port
 from tests.fake_discord import FakeDiscord, answered, callback, shard_of
 
 SHARDS = 2
@@ -259,7 +259,7 @@ def test_settings_read_the_database_url_shards_and_metrics_port():
 
 def test_a_machine_without_postgresql_is_told_how_to_install_it(monkeypatch):
 
-    from bot import local_postgres
+    from tools import local_postgres
 
     monkeypatch.setenv("QUILL_PG_BIN", "/nowhere")
     monkeypatch.setattr(local_postgres.shutil, "which", lambda name: None)

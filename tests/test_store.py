@@ -222,14 +222,14 @@ async def test_exactly_one_process_claims_the_command_sync(database_location):
 
 
 async def test_an_unreachable_postgresql_is_a_clear_error():
-    from bot.local_postgres import free_port
+    from tools.local_postgres import free_port
 
     with pytest.raises(DatabaseError, match=r"cannot open the database postgresql://quill:\*\*\*@127.0.0.1"):
         await Database.open(f"postgresql://quill:secret@127.0.0.1:{free_port()}/nothing")
 
 
 def test_bench_store_measures_both_backends(postgres_server):
-    from train.bench_store import OPERATIONS, bench_store
+    from bench.store import OPERATIONS, bench_store
 
     result = bench_store(postgres_server.new_database(), members=4, per_member=2, rounds=1)
     for op in OPERATIONS:

@@ -23,7 +23,7 @@ from yarl import URL
 from bot.app import QuillBot
 from bot.db import Database, GalleryStore, Tale, WebGalleryStore
 from bot.limits import WEB_SUMMARY
-from bot.local_postgres import free_port
+from tools.local_postgres import free_port
 from bot.settings import Settings, SettingsError
 from bot.web import WebError, WebServer
 from tests.helpers import ephemeral_text, make_interaction
@@ -479,7 +479,7 @@ async def test_headless_chromium_renders_a_tale_page(site, tmp_path):
 
 @pytest.mark.slow
 def test_bench_web_measures_both_backends(postgres_server):
-    from train.bench_web import bench_web
+    from bench.web import bench_web
 
     result = bench_web(postgres_server.new_database(), readers=4, per_reader=3)
     for backend in ("sqlite", "postgresql"):

@@ -3,7 +3,7 @@ PostgreSQL side by side (rounds alternate between them, so both see the same mac
 
 The operations are a bot's writes and reads: saving a tale to the gallery, a 👍 (members vote on a
 few popular tales, so votes collide), a gallery page, and Continue's chapter insert. Without
---postgres, a throwaway PostgreSQL server is started for the run (bot/local_postgres.py).
+--postgres, a throwaway PostgreSQL server is started for the run (tools/local_postgres.py).
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ async def _measure(locations: dict[str, str], members: int, per_member: int, rou
 
 
 def bench_store(postgres: str | None = None, members: int = 100, per_member: int = 10, rounds: int = 3) -> dict:
-    from bot.local_postgres import LocalPostgres
+    from tools.local_postgres import LocalPostgres
 
     with tempfile.TemporaryDirectory() as folder:
         sqlite = str(Path(folder) / "bench.db")

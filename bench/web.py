@@ -4,7 +4,7 @@ it has and gets a 304), as when a link goes round.
 
 The gallery is served by a process of its own, as the bot's is, and the readers are aiohttp
 clients in this one: on a 2-core machine each has a core (PostgreSQL shares them). Without
---postgres, a throwaway PostgreSQL server is started for the run (bot/local_postgres.py).
+--postgres, a throwaway PostgreSQL server is started for the run (tools/local_postgres.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.db import Database, GalleryStore, WebGalleryStore
-from bot.local_postgres import free_port
+from tools.local_postgres import free_port
 from bot.web import WebServer, tale_url
 
 GUILD = 2**40 + 7
@@ -108,7 +108,7 @@ def _measure(location: str, readers: int, per_reader: int) -> dict:
 
 
 def bench_web(postgres: str | None = None, readers: int = 100, per_reader: int = 50) -> dict:
-    from bot.local_postgres import LocalPostgres
+    from tools.local_postgres import LocalPostgres
 
     with tempfile.TemporaryDirectory() as folder:
         sqlite = str(Path(folder) / "bench.db")

@@ -1,6 +1,6 @@
 """Writes model/words.txt, the word filter's dictionary of real words (model/safety.py reads it).
 
-    python -m train.dictionary --corpus ../shared/corpus/fantasy ../shared/corpus/library \
+    python -m tools.dictionary --corpus ../shared/corpus/fantasy ../shared/corpus/library \
         --standard /usr/share/dict/words      # Debian's wamerican
 
 A word is real when the standard list has it, or when the training corpus uses it at least twice and

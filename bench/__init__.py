@@ -1,0 +1,1 @@
+"""The benchmarks behind `quill bench` (speed, memory and what readers see), each printed as JSON."""
