@@ -32,6 +32,7 @@ from aiohttp import web
 from bot.db import Database, GalleryStore, WebGalleryStore
 from bot.errors import counted
 from bot.limits import WEB_FEED_TALES, WEB_SUMMARY
+from bot.writing import writers
 
 log = logging.getLogger("quill.web")
 HERE = Path(__file__).resolve().parent
@@ -222,8 +223,7 @@ class WebServer:
             page = kept[1]
         else:
             chapters = await self.tales.chapters(tale.guild_id, tale.id) if tale.chapters > 1 else []
-            writers = dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind == "line")])
-            page = Page.of(self._render("tale.html", tale=tale, chapters=chapters, writers=list(writers),
+            page = Page.of(self._render("tale.html", tale=tale, chapters=chapters, writers=writers(tale, chapters),
                                         url=tale_url(self.public_url, *key)))
             self.rendered[key] = (version, page)
             self.rendered.move_to_end(key)

@@ -51,6 +51,17 @@ async def server_words(bot, guild_id: int) -> tuple[str, ...]:
     return words
 
 
+def writers(tale, chapters) -> list[str]:
+    """Who wrote a tale, in order of their first part: its opener, then every member who added a
+    part (a chapter asked for with Continue, a line written together); never the bot's replies."""
+    return list(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind != "reply")]))
+
+
+def tale_so_far(tale, chapters) -> str:
+    """A tale's text with every chapter after it, as stored: what the next part is written on from."""
+    return tale.text + "".join(c.text for c in chapters)
+
+
 def member_name(member: discord.abc.User, blocked_words: tuple[str, ...]) -> str:
     """A member's display name as tales keep it: any blocked word masked, as a start's would be."""
     return word_filter(blocked_words).mask(member.display_name)

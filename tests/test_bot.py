@@ -1014,6 +1014,20 @@ async def test_a_start_of_the_wrong_type_is_refused_clearly(bot, caplog):
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+def test_who_wrote_a_tale_has_one_definition():
+    from bot.cogs.gallery import tale_text
+    from bot.db import Chapter, Tale
+    from bot.writing import tale_so_far, writers
+
+    tale = Tale(7, 1, 2, 10, "Ann", "Harry", "Harry ran.", 0.5, 1, "m", "h", "2026-12-07T00:00:00+00:00", 0, True,
+                chapters=4)
+    chapters = [Chapter(7, 2, "chapter", 11, "Bo", " He sat.", 2, ""), Chapter(7, 3, "line", 12, "Cy", "\nCy ran.", 0, ""),
+                Chapter(7, 4, "reply", 0, "Quill", " So did Ann.", 3, ""), Chapter(7, 5, "line", 11, "Bo", "\nBo.", 0, "")]
+    assert writers(tale, chapters) == ["Ann", "Bo", "Cy"]  # first parts' order; the bot's replies are no one's
+    assert "A tale of Ann, Bo, Cy, told by Quill" in tale_text(tale, chapters)
+    assert tale_so_far(tale, chapters) == "Harry ran. He sat.\nCy ran. So did Ann.\nBo."
+
+
 def test_words_a_member_sees():
     from discord import app_commands
 

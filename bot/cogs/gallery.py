@@ -10,11 +10,10 @@ from discord.utils import escape_markdown
 from discord.ext import commands
 
 from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
-from bot.cogs.together import authors
 from bot.db import TaleNotFound
 from bot.errors import NO_MENTIONS, MemberError, counted, moderates
 from bot.web import tale_link
-from bot.writing import member_name, server_words
+from bot.writing import member_name, server_words, tale_so_far, writers
 from bot.views import Paginator
 
 SNIPPET = 180
@@ -22,7 +21,7 @@ SNIPPET = 180
 
 def tale_text(tale, chapters) -> str:
     """A whole tale for reading in one piece: chapters under their headings, lines under their writers."""
-    names = ", ".join(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind != "reply")]))
+    names = ", ".join(writers(tale, chapters))
     parts = [f"{tale.start}\nA tale of {names}, told by Quill ({tale.model}), tale #{tale.id}\n",
              ("" if tale.together else "Chapter 1\n\n") + f"{tale.text.strip()}\n"]
     for c in chapters:
@@ -73,10 +72,9 @@ class GalleryCog(commands.Cog):
             for t in tales:
                 snippet = t.text if len(t.text) <= SNIPPET else t.text[:SNIPPET].rsplit(" ", 1)[0] + " …"
                 chapters = f" · {t.chapters} chapters" if t.chapters > 1 else ""
-                writers = (", ".join(authors(t, await store.chapters(guild_id, t.id))) if t.together
-                           else t.author_name)
+                by = ", ".join(writers(t, await store.chapters(guild_id, t.id)) if t.chapters > 1 else [t.author_name])
                 embed.add_field(name=f"#{t.id} · {t.start[:80]}{chapters} · 👍 {t.votes}",
-                                value=f"{snippet}\n— {escape_markdown(writers[:200])}", inline=False)
+                                value=f"{snippet}\n— {escape_markdown(by[:200])}", inline=False)
             embed.set_footer(text=f"page {min(number, pages - 1) + 1} of {pages}")
             return embed, pages
 

@@ -15,7 +15,7 @@ from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import COOLDOWN_SECONDS, START, STORY_LENGTH
 from bot.web import tale_link
-from bot.writing import Shares, ShareUsed, member_name, server_words
+from bot.writing import Shares, ShareUsed, member_name, server_words, tale_so_far
 from model.generator import MAX_SEED, GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
@@ -326,7 +326,7 @@ class StoryCog(commands.Cog):
         if tale.chapters >= settings.max_chapters:
             raise MemberError(f"This tale has all the chapters it may have ({settings.max_chapters}; see /settings).")
         chapters = await bot.gallery.chapters(guild_id, tale.id)
-        request = await self.continuation(interaction, tale.text + "".join(c.text for c in chapters),
+        request = await self.continuation(interaction, tale_so_far(tale, chapters),
                                           settings.story_length, settings, cast=tale.cast_entries)
 
         async def store(story) -> Chapter:

@@ -12,16 +12,11 @@ from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start,
                              tale_embed)
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
-from bot.writing import member_name
+from bot.writing import member_name, tale_so_far, writers
 from bot.errors import NO_MENTIONS, MemberError, answer_error, counted, moderates
 from model.generator import InvalidRequest
 
 BOT_AUTHOR = (0, "Quill")
-
-
-def authors(tale: Tale, chapters: list[Chapter]) -> list[str]:
-    """Everyone who wrote a part, in order of their first part: the opener, then members' lines."""
-    return list(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind == "line")]))
 
 
 def turn_embed(tale: Tale, line: Chapter, reply: Chapter) -> discord.Embed:
@@ -140,7 +135,7 @@ class TogetherCog(commands.Cog):
         # The line is the request's start, checked and normalised once; its leading break makes it a
         # paragraph of its own. A line is a turn in the round, not a story asked for, so it takes no
         # cooldown: members answering each other are not told to wait (the shares still hold).
-        request = await self.bot.writer.continuation(interaction, tale.text + "".join(c.text for c in chapters),
+        request = await self.bot.writer.continuation(interaction, tale_so_far(tale, chapters),
                                                      settings.together_length, settings, tale.cast_entries,
                                                      start="\n" + line.strip(), turn=False)
 
@@ -162,10 +157,10 @@ class TogetherCog(commands.Cog):
             raise MemberError("Only the member who opened this tale, or members with Manage Messages, can finish it.")
         tale = await self.bot.gallery.finish(tale.guild_id, tale.id)
         chapters = await self.bot.gallery.chapters(tale.guild_id, tale.id)
-        whole = (tale.text + "".join(c.text for c in chapters)).strip()
+        whole = tale_so_far(tale, chapters).strip()
         embed = tale_embed(tale)
         embed.description = whole if len(whole) <= EMBED_LIMIT else "\u2026" + whole[-(EMBED_LIMIT - 1):]
-        embed.add_field(name="Written together by", value=", ".join(authors(tale, chapters))[:1024])
+        embed.add_field(name="Written together by", value=", ".join(writers(tale, chapters))[:1024])
         await interaction.response.send_message(
             f"The round is finished ({counted(tale.chapters, 'part')}; `/tale export id:{tale.id}` gives it whole). "
             "Its opener can save it to the gallery:", embed=embed, view=story_view(tale), allowed_mentions=NO_MENTIONS)
