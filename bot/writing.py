@@ -62,6 +62,18 @@ def tale_so_far(tale, chapters) -> str:
     return tale.text + "".join(c.text for c in chapters)
 
 
+def storing_a_tale(bot, interaction: discord.Interaction, start: str, request, together: bool = False):
+    """What stores a story, once written, as a new tale of the member's (for StoryCog.write): the
+    start as they typed it, their name as tales keep it, the request's length and cast."""
+    async def store(story):
+        return await bot.gallery.add(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=interaction.user.id,
+            author_name=member_name(interaction.user, request.blocked_words), start=start, text=story.text,
+            temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
+            together=together, length=request.length, cast_entries=request.cast)
+    return store
+
+
 def member_name(member: discord.abc.User, blocked_words: tuple[str, ...]) -> str:
     """A member's display name as tales keep it: any blocked word masked, as a start's would be."""
     return word_filter(blocked_words).mask(member.display_name)

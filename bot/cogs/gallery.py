@@ -13,7 +13,7 @@ from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_button
 from bot.db import TaleNotFound
 from bot.errors import NO_MENTIONS, MemberError, counted, moderates
 from bot.web import tale_link
-from bot.writing import member_name, server_words, tale_so_far, writers
+from bot.writing import member_name, server_words, writers
 from bot.views import Paginator
 
 SNIPPET = 180

@@ -15,7 +15,7 @@ from bot.db import Chapter, Tale
 from bot.errors import NO_MENTIONS, CooldownActive, MemberError, answer_error
 from bot.limits import COOLDOWN_SECONDS, START, STORY_LENGTH
 from bot.web import tale_link
-from bot.writing import Shares, ShareUsed, member_name, server_words, tale_so_far
+from bot.writing import Shares, ShareUsed, member_name, server_words, storing_a_tale, tale_so_far
 from model.generator import MAX_SEED, GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.story")
@@ -297,21 +297,13 @@ class StoryCog(commands.Cog):
     async def tell(self, interaction: discord.Interaction, start: str, length: int | None = None,
                    seed: int | None = None, cast: tuple[str, ...] | None = None) -> Tale:
         """A story from `start`, with the server's cast unless `cast` is given (Again: the tale's)."""
-        bot, guild_id, user = self.bot, interaction.guild_id, interaction.user
+        bot, guild_id = self.bot, interaction.guild_id
         settings = await bot.guild_settings.get(guild_id)
         with counting_refusals(bot.metrics):
             check_start(start)
         request = await self.request(interaction, start, length or settings.story_length, seed, settings, cast=cast)
 
-        async def store(story) -> Tale:
-            return await bot.gallery.add(
-                guild_id=guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=member_name(user, request.blocked_words), start=start, text=story.text,
-                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
-                length=request.length,
-                cast_entries=request.cast)
-
-        tale = await self.write(interaction, request, store)
+        tale = await self.write(interaction, request, storing_a_tale(bot, interaction, start, request))
         await self._show(interaction, tale)
         await say_what_was_folded(interaction, request)
         return tale

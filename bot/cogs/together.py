@@ -12,7 +12,7 @@ from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start,
                              tale_embed)
 from bot.db import Chapter, Tale, TaleFinished
 from bot.limits import LINE, TOGETHER_MAX_PARTS
-from bot.writing import member_name, tale_so_far, writers
+from bot.writing import member_name, storing_a_tale, tale_so_far, writers
 from bot.errors import NO_MENTIONS, MemberError, answer_error, counted, moderates
 from model.generator import InvalidRequest
 
@@ -87,19 +87,13 @@ class TogetherCog(commands.Cog):
                    seed: int | None = None) -> Tale:
         """The opening, written from the start (`length` new characters, else the server's length for
         a turn), in a new thread where members take turns."""
-        bot, user = self.bot, interaction.user
+        bot = self.bot
         check_start(start)
         settings = await bot.guild_settings.get(interaction.guild_id)
         request = await self.bot.writer.request(interaction, start, length or settings.together_length, seed, settings)
 
-        async def store(story) -> Tale:
-            return await bot.gallery.add(
-                guild_id=interaction.guild_id, channel_id=interaction.channel_id or 0, author_id=user.id,
-                author_name=member_name(user, request.blocked_words), start=start, text=story.text,
-                temperature=request.temperature, seed=story.seed, model=story.model, card_hash=story.card_hash,
-                together=True, length=request.length, cast_entries=request.cast)
-
-        tale = await self.bot.writer.write(interaction, request, store)
+        tale = await self.bot.writer.write(interaction, request,
+                                           storing_a_tale(bot, interaction, start, request, together=True))
         opening = tale_embed(tale)
         opening.set_footer(text=f"tale #{tale.id} · written together: press Add a line to take a turn")
         try:
