@@ -14,8 +14,8 @@ The features are weighed by weights fitted to blind readers' choices between pai
 Some candidates are never chosen while another is there: one that breaks a cast entry ("Diagon"
 without "Alley", "the Sorting of Oz", or a cast word run on into a non-word, "Diagone"), one with a
 speaker tag no book writes ("said Hogwarts", "said Madam.", "said Potter had"), one that brings in a
-name from another book ("the Scarecrow"), one that repeats a word 4-gram of the tale, and one that
-ends in a non-word.
+name from another book ("the Scarecrow"), one that quotes with other marks than the tale, one that
+repeats a word 4-gram of the tale, and one that ends in a non-word.
 
 The word model is compact count tables in the bundle's critic.npz (no Keras), the weights in
 critic.json.
@@ -214,8 +214,10 @@ def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
 
 def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
     """Why a sentence must not be chosen: broken cast entries, a broken speaker tag, a name from
-    another book, a repeated word 4-gram of the tale, an ending in a non-word. Empty when it may be."""
-    found = broken_entries(sentence, cast, words) + broken_tags(sentence, cast, words) + strangers(tale, sentence, cast, words)
+    another book, quotes of the other kind, a repeated word 4-gram of the tale, an ending in a
+    non-word. Empty when it may be."""
+    found = (broken_entries(sentence, cast, words) + broken_tags(sentence, cast, words)
+             + strangers(tale, sentence, cast, words) + other_quotes(tale, sentence))
     said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
     earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
     seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
@@ -240,6 +242,21 @@ def strangers(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel)
                 not opens_sentence(said[i - 1] if i else (tokens(tale)[-1:] or [None])[0]):
             found.append(f"a name from another book: {token}")
     return found
+
+
+# Quotation marks: a double quote, or a single one that opens before a word or closes after a
+# pause or an end (an apostrophe inside or after a word is neither).
+_QUOTES = re.compile(r"\"|(?:^|(?<=[\s(]))'(?=[A-Za-z])|(?<=[.,!?;:])'(?=\s|$)")
+
+
+def other_quotes(tale: str, sentence: str) -> list[str]:
+    """A sentence that quotes with the other marks than the tale already does ("...' after "...),
+    or with both at once: a book keeps to one kind."""
+    kinds = [m.group() for m in _QUOTES.finditer(sentence)]
+    used = next((m.group() for m in _QUOTES.finditer(tale)), None)
+    if used and any(k != used for k in kinds) or not used and len(set(kinds)) > 1:
+        return [f"quotes with other marks than the tale: {' '.join(dict.fromkeys(kinds))}"]
+    return []
 
 
 # A speaker tag: a verb of speech, its speaker (perhaps "the" and capitalised words), then a pause

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws, strangers
+from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws, other_quotes, strangers
 from model.generator import GeneratorConfig, Scheduler, StoryRequest
 from tests.conftest import BLOCKED, make_text
 from tests.helpers import tell_all
@@ -87,6 +87,14 @@ def test_a_name_from_another_book_is_a_flaw_unless_the_tale_or_cast_holds_it(wor
     assert strangers(f"Harry met {stranger}.", f"Then he saw {stranger} again.", CAST, words) == []  # the tale's
     assert strangers("Harry ran.", "Then he met Snape at the gate.", CAST, words) == []  # the cast's
     assert strangers("Harry ran.", f"{stranger} came.", CAST, words) == []  # opening a sentence: no name told
+
+
+@pytest.mark.parametrize("tale, sentence, flawed", [
+    ('Harry said, "Yes."', '"No," said Ron.', False), ('Harry said, "Yes."', "'No,' said Ron.", True),
+    ("", "\"What do you want?' he asked.", True), ("", "Harry's owl and the students' hall.", False),
+    ("'Yes,' said Harry.", "'It isn't,' said Ron.", False)])
+def test_a_tale_keeps_to_one_kind_of_quotes(tale, sentence, flawed):
+    assert bool(other_quotes(tale, sentence)) == flawed
 
 
 def test_repeats_and_non_word_endings_are_flaws(words):
