@@ -16,6 +16,7 @@ from bot.errors import NO_MENTIONS, answer_error
 from bot.metrics import Metrics, MetricsServer
 from bot.settings import Settings
 from bot.web import WebServer
+from bot.writing import Writer
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
@@ -60,12 +61,9 @@ class QuillBot(commands.AutoShardedBot):
         self.generator: StoryGenerator | None = None
         self.metrics_server: MetricsServer | None = None
         self.web_server: WebServer | None = None
+        self.writer = Writer(self)  # writes, streams and stores every story, chapter and reply
 
-    # The cogs' public faces, for the buttons, the console and the cogs that share their work.
-    @property
-    def writer(self):
-        """StoryCog: writes, streams and stores every story, chapter and reply."""
-        return self.get_cog("StoryCog")
+    # A cog's public face, for the buttons, the console and the /story command.
 
     @property
     def together(self):

@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.utils import MISSING, maybe_coroutine
 
-from bot.cogs.story import WRITING
+from bot.views import WRITING
 from bot.errors import answer_error
 
 HELP = __doc__.split("\n\n", 1)[1].rstrip() + "\n    help | quit"

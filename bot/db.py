@@ -247,6 +247,17 @@ class Chapter:
     created_at: str
 
 
+def writers(tale: Tale, chapters: list[Chapter]) -> list[str]:
+    """Who wrote a tale, in order of their first part: its opener, then every member who added a
+    part (a chapter asked for with Continue, a line written together); never the bot's replies."""
+    return list(dict.fromkeys([tale.author_name, *(c.author_name for c in chapters if c.kind != "reply")]))
+
+
+def tale_so_far(tale: Tale, chapters: list[Chapter]) -> str:
+    """A tale's text with every chapter after it, as stored: what the next part is written on from."""
+    return tale.text + "".join(c.text for c in chapters)
+
+
 class ChapterLimit(ValueError):
     def __init__(self, limit: int):
         super().__init__(f"this tale has all the chapters it may have ({limit}; see /settings)")

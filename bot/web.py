@@ -29,10 +29,9 @@ from typing import NamedTuple
 import jinja2
 from aiohttp import web
 
-from bot.db import Database, GalleryStore, WebGalleryStore
+from bot.db import Database, GalleryStore, WebGalleryStore, writers
 from bot.errors import counted
 from bot.limits import WEB_FEED_TALES, WEB_SUMMARY
-from bot.writing import writers
 
 log = logging.getLogger("quill.web")
 HERE = Path(__file__).resolve().parent

@@ -42,7 +42,7 @@ def fast_edits(request):
     """Every chunk becomes an edit, in each test that uses the bot (one may slow them). Tests that
     do not use it run once, not once per backend."""
     if "bot" in request.fixturenames:
-        request.getfixturevalue("bot").get_cog("StoryCog").edit_interval = 0.0
+        request.getfixturevalue("bot").writer.edit_interval = 0.0
 
 
 guilds = iter(range(1000, 2000))  # a fresh server per test keeps settings and cooldowns apart
@@ -168,7 +168,7 @@ async def test_a_flooding_server_keeps_to_its_share_and_another_server_still_wri
     flood, other = next(guilds), next(guilds)
     for guild in (flood, other):
         await bot.guild_settings.update(guild, cooldown_seconds=0)
-    share = bot.get_cog("StoryCog").shares.server_most  # a quarter of 2 rows and 2 waiting: 1
+    share = bot.writer.shares.server_most  # a quarter of 2 rows and 2 waiting: 1
 
     def decided(interaction) -> bool:  # refused, or deferred to be written
         return bool(ephemeral_text(interaction)) or interaction.response.defer.await_count > 0
@@ -197,7 +197,7 @@ async def test_a_flooding_server_keeps_to_its_share_and_another_server_still_wri
     assert len(refused) == len(attempts) - share
     assert all(i.response.defer.call_count == 0 for i in refused)
     again = await run(bot, "story", make_interaction(bot, guild_id=flood, user_id=201), start="Ron", length=150)
-    assert final_embed(again) is not None and not bot.get_cog("StoryCog").shares.servers  # shares given back
+    assert final_embed(again) is not None and not bot.writer.shares.servers  # shares given back
 
 
 async def test_a_moderator_of_one_channel_does_not_moderate_the_gallery(bot):
@@ -214,11 +214,11 @@ async def test_a_moderator_of_one_channel_does_not_moderate_the_gallery(bot):
 def test_cooldowns_forget_turns_that_are_over(monkeypatch):
     import time
 
-    from bot.cogs import story
+    from bot import writing
     from bot.limits import COOLDOWN_SECONDS
 
-    cooldowns = story.Cooldowns()
-    monkeypatch.setattr(story, "PRUNE_AT", 3)
+    cooldowns = writing.Cooldowns()
+    monkeypatch.setattr(writing, "PRUNE_AT", 3)
     long_ago = time.monotonic() - COOLDOWN_SECONDS.high - 1
     cooldowns.last = {(9, 1): long_ago, (9, 2): long_ago, (9, 3): time.monotonic()}
     cooldowns.take(9, 4, 0)  # the turns older than the longest cooldown go; a recent one stays
@@ -366,7 +366,7 @@ async def test_two_guilds_never_see_each_other(bot):
 
 async def test_tale_buttons_work_after_a_restart(bot):
     """Buttons carry the tale id: discord.py rebuilds them from the custom_id, no view in memory."""
-    from bot.cogs.story import TALE_BUTTONS, VoteButton
+    from bot.views import TALE_BUTTONS, VoteButton
     from bot.cogs.together import TOGETHER_BUTTONS
 
     guild = next(guilds)
@@ -479,7 +479,7 @@ async def test_unusable_database_file_is_a_clear_error(tmp_path):
 
 # -- issue 9: the Discord contract ---------------------------------------------------------------
 def test_streamed_edits_never_pass_discords_limit():
-    from bot.cogs.story import CONTENT_LIMIT, streaming_content
+    from bot.views import CONTENT_LIMIT, streaming_content
 
     for n in range(1980, 2030):
         content = streaming_content("x" * n)
@@ -505,7 +505,7 @@ async def test_buttons_carry_booleans(bot):
     await press(view, "Save", make_interaction(bot, guild_id=i.guild_id))
     tale = await bot.gallery.get(i.guild_id, tale_id(view))
     assert tale.in_gallery is True
-    from bot.cogs.story import story_view
+    from bot.views import story_view
 
     for row in story_view(tale).to_components():
         for component in row["components"]:
@@ -515,7 +515,7 @@ async def test_buttons_carry_booleans(bot):
 @pytest.mark.slow
 async def test_slow_edits_do_not_hold_the_tale_back(bot):
     """Discord under load takes about a second per edit; the tale must not wait for one per chunk."""
-    cog = bot.get_cog("StoryCog")
+    cog = bot.writer
     cog.edit_interval = 0.05
     i = make_interaction(bot, guild_id=next(guilds))
 
@@ -693,7 +693,7 @@ async def test_a_tale_rebuilds_from_its_seeds(bot):
 async def test_continuing_a_tale_in_paragraphs_keeps_them_and_every_character(bot, monkeypatch):
     """The chapter is primed with the tale's paragraph breaks, and is exactly what the model writes
     after the tale: checked against a member typing the same tale as a start."""
-    from bot.cogs.story import story_view
+    from bot.views import story_view
     from model.generator import StoryRequest
 
     guild = next(guilds)
@@ -724,7 +724,7 @@ async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monke
     story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Snape", length=300, seed=2)
     view = story.edit_original_response.call_args.kwargs["view"]
     pid = bot.generator.pid
-    cog = bot.get_cog("StoryCog")
+    cog = bot.writer
     real = cog._stream
 
     async def kill_midway(interaction, request, began):
@@ -1007,7 +1007,7 @@ async def test_a_start_of_the_wrong_type_is_refused_clearly(bot, caplog):
 
     i = make_interaction(bot, guild_id=next(guilds))
     try:
-        await bot.get_cog("StoryCog").tell(i, 123)
+        await bot.writer.tell(i, 123)
     except Exception as error:
         await answer_error(i, error)
     assert ephemeral_text(i) == "The start text must be text, not int."
@@ -1016,8 +1016,7 @@ async def test_a_start_of_the_wrong_type_is_refused_clearly(bot, caplog):
 
 def test_who_wrote_a_tale_has_one_definition():
     from bot.cogs.gallery import tale_text
-    from bot.db import Chapter, Tale
-    from bot.writing import tale_so_far, writers
+    from bot.db import Chapter, Tale, tale_so_far, writers
 
     tale = Tale(7, 1, 2, 10, "Ann", "Harry", "Harry ran.", 0.5, 1, "m", "h", "2026-12-07T00:00:00+00:00", 0, True,
                 chapters=4)

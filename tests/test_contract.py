@@ -69,13 +69,13 @@ async def test_a_long_story_under_slow_edits_streams_and_finishes(discord_app):
 @pytest.mark.slow
 async def test_429_and_500_mid_story_lose_nothing(discord_app):
     fake, bot = discord_app
-    bot.get_cog("StoryCog").edit_interval = 0.0  # edit as often as chunks come: the limit is hit
+    bot.writer.edit_interval = 0.0  # edit as often as chunks come: the limit is hit
     fake.fail_next.update({"429": 1, "500": 1})
     try:
         token = await fake.interact(HOGWARTS, 12, command="story", options={"start": "Harry", "length": 1500})
         final = await answered(fake, token, timeout=60)
     finally:
-        bot.get_cog("StoryCog").edit_interval = 1.0
+        bot.writer.edit_interval = 1.0
     assert final["embeds"][0]["description"].startswith("Harry")
     assert fake.rate_limited >= 1 and fake.fail_next == {"429": 0, "500": 0}
     tale_id = int(final["embeds"][0]["footer"]["text"].split("tale #")[1].split()[0])
@@ -88,13 +88,13 @@ async def test_a_429_holds_every_later_edit_of_that_message(discord_app):
     """A streamed edit is told to wait 1.5 s; the story is done long before that, and its final
     edit still waits: one writer per message."""
     fake, bot = discord_app
-    bot.get_cog("StoryCog").edit_interval = 0.0
+    bot.writer.edit_interval = 0.0
     fake.fail_next["429"], fake.retry_after = 1, 1.5
     try:
         token = await fake.interact(HOGWARTS, 18, command="story", options={"start": "Harry", "length": 300})
         final = await answered(fake, token, timeout=60)
     finally:
-        bot.get_cog("StoryCog").edit_interval, fake.retry_after = 1.0, 0.3
+        bot.writer.edit_interval, fake.retry_after = 1.0, 0.3
     assert final["embeds"][0]["description"].startswith("Harry")
     assert fake.limited_until[token] and fake.fail_next["429"] == 0
     assert fake.violations == []

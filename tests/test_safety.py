@@ -217,7 +217,7 @@ async def bot(weedy_bundle, tmp_path_factory):
                             queue_size=64, max_batch=16, story_timeout=60))
     async with bot:
         await bot.prepare()
-        bot.get_cog("StoryCog").edit_interval = 0.0  # every chunk becomes an edit
+        bot.writer.edit_interval = 0.0  # every chunk becomes an edit
         yield bot
 
 
@@ -364,7 +364,7 @@ async def test_reports_hide_a_tale_until_a_moderator_restores_or_removes_it(bot)
 
 
 async def test_the_report_button_survives_a_restart(bot):
-    from bot.cogs.story import TALE_BUTTONS, ReportButton
+    from bot.views import TALE_BUTTONS, ReportButton
 
     assert ReportButton in TALE_BUTTONS
     assert set(TALE_BUTTONS) <= set(bot._connection._view_store._dynamic_items.values())

@@ -311,7 +311,7 @@ async def test_web_settings_through_the_cog_publish_take_down_and_readdress(tiny
     guild = 77
     async with bot, aiohttp.ClientSession() as http:
         await bot.prepare()
-        bot.get_cog("StoryCog").edit_interval = 0.0
+        bot.writer.edit_interval = 0.0
         await bot.guild_settings.update(guild, cooldown_seconds=0)
 
         async def status(url: str) -> int:

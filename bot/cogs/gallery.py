@@ -9,11 +9,11 @@ from discord import app_commands
 from discord.utils import escape_markdown
 from discord.ext import commands
 
-from bot.cogs.story import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
-from bot.db import TaleNotFound
+from bot.db import TaleNotFound, writers
 from bot.errors import NO_MENTIONS, MemberError, counted, moderates
 from bot.web import tale_link
-from bot.writing import member_name, server_words, writers
+from bot.views import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
+from bot.writing import member_name, server_words
 from bot.views import Paginator
 
 SNIPPET = 180

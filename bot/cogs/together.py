@@ -8,11 +8,10 @@ from __future__ import annotations
 import discord
 from discord.ext import commands
 
-from bot.cogs.story import (EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, check_start, say_what_was_folded, story_view,
-                             tale_embed)
-from bot.db import Chapter, Tale, TaleFinished
+from bot.db import Chapter, Tale, TaleFinished, tale_so_far, writers
 from bot.limits import LINE, TOGETHER_MAX_PARTS
-from bot.writing import member_name, storing_a_tale, tale_so_far, writers
+from bot.views import EMBED_LIMIT, HIDDEN_NOTICE, TaleButton, story_view, tale_embed
+from bot.writing import check_start, member_name, say_what_was_folded, storing_a_tale
 from bot.errors import NO_MENTIONS, MemberError, answer_error, counted, moderates
 from model.generator import InvalidRequest
 
