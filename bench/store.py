@@ -65,10 +65,14 @@ async def _measure(locations: dict[str, str], members: int, per_member: int, rou
             for op in OPERATIONS:
                 for kind, store in stores.items():
                     rates[kind, op].append(await _rate(store, op, tales[kind], members, per_member, round_))
+        # Every chapter the members wrote at once landed: the rates count writes that happened.
+        landed = {kind: (await store.db.fetchone("SELECT COUNT(*) AS n FROM chapters"))["n"]
+                  for kind, store in stores.items()}
     finally:
         for store in stores.values():
             await store.db.close()
-    result = {}
+    written = members * per_member * rounds
+    result = {"chapters_landed": {kind: n == written for kind, n in landed.items()}}
     for op in OPERATIONS:
         medians = {kind: statistics.median(rates[kind, op]) for kind in stores}
         result[op] = {f"{kind}_per_s": round(rate) for kind, rate in medians.items()}

@@ -232,7 +232,5 @@ def test_bench_store_measures_both_backends(postgres_server):
     from bench.store import OPERATIONS, bench_store
 
     result = bench_store(postgres_server.new_database(), members=4, per_member=2, rounds=1)
-    for op in OPERATIONS:
-        figures = result[op]
-        assert figures["sqlite_per_s"] > 0 and figures["postgresql_per_s"] > 0
-        assert figures["postgresql_vs_sqlite"] > 0
+    assert result["chapters_landed"] == {"sqlite": True, "postgresql": True}  # what it timed really happened
+    assert all(set(result[op]) == {"sqlite_per_s", "postgresql_per_s", "postgresql_vs_sqlite"} for op in OPERATIONS)
