@@ -1,4 +1,5 @@
-"""The bot: opens the database, starts the generator client, loads one cog per feature."""
+"""The bot: opens the database, starts the generator client, holds the writing service (bot.writer)
+and a tale's buttons, and loads one cog per feature."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ from bot.errors import NO_MENTIONS, answer_error
 from bot.metrics import Metrics, MetricsServer
 from bot.settings import Settings
 from bot.web import WebServer
+from bot.views import TALE_BUTTONS
 from bot.writing import Writer
 from model.client import StoryGenerator
 
@@ -63,8 +65,7 @@ class QuillBot(commands.AutoShardedBot):
         self.web_server: WebServer | None = None
         self.writer = Writer(self)  # writes, streams and stores every story, chapter and reply
 
-    # A cog's public face, for the buttons, the console and the /story command.
-
+    # The together cog's public face, for its buttons, the console and /story.
     @property
     def together(self):
         """TogetherCog: tales written together, line by line."""
@@ -81,6 +82,7 @@ class QuillBot(commands.AutoShardedBot):
         self.web_galleries = WebGalleryStore(self.db)
         self.generator = StoryGenerator(self.settings.generator_config(), self.on_notice)
         await self.generator.start()
+        self.add_dynamic_items(*TALE_BUTTONS)  # whichever cog showed a tale, its buttons work after a restart
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         if self.settings.web_port:

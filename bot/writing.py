@@ -1,7 +1,7 @@
-"""The writing service: every story, chapter and reply is asked for, written, streamed and stored
-here (Writer, bot.writer), whichever cog, button or console line asks; and what every path that
-writes or shows a tale shares: a member's turn and share, a server's words with their filter ready,
-a member's name as tales keep it, who wrote a tale and the tale so far."""
+"""The writing service: every story, chapter and reply is asked for, written, streamed, stored and
+shown here (Writer, bot.writer), for the story and together cogs, the buttons and the console; and
+what every path that writes a tale shares: a member's turn and share, a server's words with their
+filter ready, a member's name as tales keep it."""
 from __future__ import annotations
 
 import asyncio
@@ -64,7 +64,7 @@ async def server_words(bot, guild_id: int) -> tuple[str, ...]:
 
 
 def storing_a_tale(bot, interaction: discord.Interaction, start: str, request, together: bool = False):
-    """What stores a story, once written, as a new tale of the member's (for StoryCog.write): the
+    """What stores a story, once written, as a new tale of the member's (for Writer.write): the
     start as they typed it, their name as tales keep it, the request's length and cast."""
     async def store(story):
         return await bot.gallery.add(

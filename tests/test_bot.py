@@ -515,8 +515,8 @@ async def test_buttons_carry_booleans(bot):
 @pytest.mark.slow
 async def test_slow_edits_do_not_hold_the_tale_back(bot):
     """Discord under load takes about a second per edit; the tale must not wait for one per chunk."""
-    cog = bot.writer
-    cog.edit_interval = 0.05
+    writer = bot.writer
+    writer.edit_interval = 0.05
     i = make_interaction(bot, guild_id=next(guilds))
 
     async def slow_edit(**kwargs):
@@ -724,8 +724,8 @@ async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monke
     story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Snape", length=300, seed=2)
     view = story.edit_original_response.call_args.kwargs["view"]
     pid = bot.generator.pid
-    cog = bot.writer
-    real = cog._stream
+    writer = bot.writer
+    real = writer._stream
 
     async def kill_midway(interaction, request, began):
         os.kill(pid, signal.SIGKILL)
@@ -733,9 +733,9 @@ async def test_a_generator_failure_mid_chapter_keeps_the_earlier_ones(bot, monke
 
     failures = bot.metrics.registry.get_sample_value("quill_stories_failed_total")
     restarts = bot.generator.restarts
-    monkeypatch.setattr(cog, "_stream", kill_midway)
+    monkeypatch.setattr(writer, "_stream", kill_midway)
     failed = await continue_tale(bot, view, guild)
-    monkeypatch.setattr(cog, "_stream", real)
+    monkeypatch.setattr(writer, "_stream", real)
     assert "stopped unexpectedly" in ephemeral_text(failed)
     assert bot.metrics.registry.get_sample_value("quill_stories_failed_total") == failures + 1
     tale = await bot.gallery.get(guild, tale_id(view))

@@ -11,10 +11,9 @@ from discord.ext import commands
 
 from bot.db import TaleNotFound, writers
 from bot.errors import NO_MENTIONS, MemberError, counted, moderates
+from bot.views import HIDDEN_NOTICE, Paginator, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.web import tale_link
-from bot.views import HIDDEN_NOTICE, chapter_embed, story_view, tale_buttons, tale_embed
 from bot.writing import member_name, server_words
-from bot.views import Paginator
 
 SNIPPET = 180
 

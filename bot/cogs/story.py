@@ -6,19 +6,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.limits import START, STORY_LENGTH
-from bot.views import TALE_BUTTONS
 from model.generator import MAX_SEED
 
 
 class StoryCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
-
-    async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(*TALE_BUTTONS)
-
-    async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(*TALE_BUTTONS)
 
     @app_commands.command(name="story", description="Write a tale that begins with your words")
     @app_commands.describe(start=f"How the tale begins ({START} characters)",
