@@ -111,3 +111,10 @@ def database_location(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "quill.db")
     return request.getfixturevalue("postgres_server").new_database()
+
+
+def three_paragraph_book(folder, paragraphs=3):
+    text = "\n\n".join(f"Paragraph {i}. " + "The owl flew over the hall and the boys\nwatched it go. " * 20
+                       for i in range(paragraphs)) + "\n"
+    (folder / "book.txt").write_text(text, encoding="utf-8")
+    return folder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.bundle import BundleError, load_bundle, read_metadata
-from model.vocab import Normalisation
+from model.vocab import Normalisation, Vocabulary
 from train.corpus import read_corpus, split
 
 
@@ -276,3 +276,72 @@ def test_each_checkpoint_records_the_wall_time_so_far(tiny_corpus, tiny_config, 
     loop.train([tiny_corpus], out, resume=True, overrides={"epochs": 3}, log=lambda *a: None)
     card = json.loads((out / "card.json").read_text())
     assert card["wall_seconds"] >= first + card["history"][2]["seconds"] - 0.05
+
+
+def test_epoch_order_covers_every_window_once_per_pass():
+    from train.loop import epoch_order
+
+    epochs = [epoch_order(10, 4, e, seed=3) for e in range(5)]  # 20 windows: two passes
+    seen = np.concatenate(epochs)
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:]) == list(range(10))
+    assert (epoch_order(10, 4, 2, seed=3) == epochs[2]).all()  # a resumed run takes the same windows
+
+
+def test_schedule_sets_each_epochs_rate():
+    from train.config import TrainConfig
+
+    config = TrainConfig(learning_rate=0.5, schedule=((2, 0.01), (3, 0.001))).check()
+    assert [config.learning_rate_at(e) for e in range(5)] == [0.01, 0.01, 0.001, 0.001, 0.001]
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule=((3, 0.01), (2, 0.001))).check()
+
+
+@pytest.mark.slow
+def test_recipe_file_trains_with_its_corpus_and_options(tiny_corpus, tmp_path, capsys):
+    from cli import main
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'corpus = ["{tiny_corpus}"]\nseq_length = 40\nbatch_size = 32\nembedding = 8\n'
+                      f'units = [16]\nepochs = 3\nschedule = [[1, 0.01], [3, 0.002]]\nmax_steps = 4\n')
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "r"), "--epochs", "2"]) == 0
+    card = json.loads((tmp_path / "r" / "card.json").read_text())
+    assert card["hyperparameters"]["units"] == [16] and card["hyperparameters"]["epochs"] == 2
+    assert card["recipe"] == str(recipe)  # the card points to the file that reproduces it
+    assert card["history"][0]["learning_rate"] == pytest.approx(0.01)
+    # A recipe's run resumes with the same recipe (its lists are the saved config's tuples).
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "r"), "--resume", "--epochs", "2"]) == 0
+    recipe.write_text("colour = 3\n")
+    assert main(["train", "--recipe", str(recipe), "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown training option(s): colour" in capsys.readouterr().err
+
+
+def test_shipped_recipe_names_real_options():
+    from pathlib import Path
+
+    from train.config import TrainConfig, read_recipe
+
+    for path in Path("train/recipes").glob("*.toml"):
+        options, corpus = read_recipe(path)
+        assert corpus and TrainConfig.from_dict(options).check()
+
+
+def test_init_from_a_bundle_starts_from_its_weights(tiny_bundle, tiny_config, tmp_path):
+    from model.bundle import load_bundle
+    from model.network import build_model
+    from train.loop import init_weights
+
+    source = load_bundle(tiny_bundle)
+    vocab = Vocabulary(source.vocab.chars[1:] + ("\u00a3",), source.vocab.normalisation)  # one lost, one new
+    model = build_model(len(vocab), **tiny_config.architecture())
+    info = init_weights(model, tiny_bundle, vocab)
+    assert (info["chars_matched"], info["chars_new"]) == (len(vocab) - 1, 1)
+    for name in ("gru_0", "gru_1"):
+        for ours, theirs in zip(model.get_layer(name).get_weights(), source.model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    ours, theirs = model.get_layer("embedding").get_weights()[0], source.model.get_layer("embedding").get_weights()[0]
+    np.testing.assert_array_equal(ours[:-1], theirs[1:])  # rows follow their characters
+    bias = model.get_layer("logits").get_weights()[1]
+    assert bias[-1] == source.model.get_layer("logits").get_weights()[1].min()
+    wider = build_model(len(vocab), tiny_config.embedding, (64, 32))
+    with pytest.raises(ValueError, match="architecture must match|has shapes"):
+        init_weights(wider, tiny_bundle, vocab)

@@ -1,82 +1,8 @@
-"""Issue 16: one normalisation step, idempotent, so paragraph breaks reach training, evaluation and
-continuations."""
+"""bench/: what the benchmarks measure, on known text and tiny bundles (their figures are the
+benchmarks' own business, not the tests')."""
 import json
-from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from model.vocab import TYPOGRAPHY, Normalisation
-from train.corpus import read_corpus
-
-RULES = [Normalisation(typography, paragraphs) for typography in (True, False) for paragraphs in (True, False)]
-# Prose, dialogue, every kind of break and space, and the typography that folds.
-PIECES = st.sampled_from(["Harry", "said", "Ron", ".", ",", '"Yes,"', "'", " ", "  ", "\t", "\n", "\n\n",
-                          "\n \n", "\r\n", "\r", "\u2028", "\x0c", *TYPOGRAPHY])
-TEXTS = st.lists(PIECES, max_size=40).map("".join)
-
-
-@settings(max_examples=400, deadline=None)
-@given(TEXTS)
-def test_every_rule_is_idempotent(text):
-    for rule in RULES:
-        once = rule.apply(text)
-        assert rule.apply(once) == once, rule
-
-
-@settings(max_examples=300, deadline=None)
-@given(TEXTS)
-def test_reading_form_goes_back_to_the_same_model_text(text):
-    for rule in RULES:
-        model_text = rule.apply(text)
-        reading = rule.for_reading(model_text)
-        assert rule.from_reading(reading) == model_text
-        assert rule.apply(reading) == model_text  # a member who pastes a tale back types the same prompt
-
-
-def test_a_members_line_breaks_are_paragraphs():
-    rule = Normalisation(paragraphs=True)
-    assert rule.apply('It\nwas   hard\n\n\n"Yes," he said.\n') == 'It\nwas hard\n"Yes," he said.\n'
-    assert rule.apply("Once upon a time. ") == "Once upon a time. "  # a word left open
-    assert rule.apply("\n  Ron laughed.") == "\nRon laughed."  # a line that opens a paragraph
-    assert rule.apply(" \n \t ") == ""
-    assert Normalisation(paragraphs=False).apply("It\r\nwas\n\nwrapped.\n") == "It\nwas\n\nwrapped.\n"
-
-
-def three_paragraph_book(folder, paragraphs=3):
-    text = "\n\n".join(f"Paragraph {i}. " + "The owl flew over the hall and the boys\nwatched it go. " * 20
-                       for i in range(paragraphs)) + "\n"
-    (folder / "book.txt").write_text(text, encoding="utf-8")
-    return folder
-
-
-def test_corpus_text_is_already_normalised(tmp_path):
-    [book] = read_corpus([three_paragraph_book(tmp_path)], Normalisation(paragraphs=True))
-    assert book.text.count("\n") == 2  # three paragraphs, hard wraps gone
-    assert Normalisation(paragraphs=True).apply(book.text) == book.text
-
-
-def test_training_windows_hold_the_paragraph_breaks(tmp_path, tiny_config):
-    from train import dataset
-    from train.loop import load_corpus
-
-    config = replace(tiny_config, seq_length=20, val_fraction=0.1)
-    vocab, files, _, _ = load_corpus([three_paragraph_book(tmp_path)], config, log=lambda *a: None)
-    (train_x, train_y), _, _, _ = dataset.build(files, vocab, config.seq_length, config.val_fraction)
-    assert (train_y == vocab.index["\n"]).sum() == 2  # both breaks are targets the model learns
-
-
-def test_eval_scores_the_paragraph_breaks(tmp_path, tiny_bundle, capsys):
-    import cli
-
-    three_paragraph_book(tmp_path)
-    assert cli.main(["eval", "--corpus", str(tmp_path), "--model", str(tiny_bundle), "--part", "all", "--window", "20",
-                     "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["paragraph_breaks"] == 2
-    assert result["story_window"]["window"] == 2000 and result["story_window"]["paragraph_breaks"] == 1
-
 
 
 def test_reader_measures_on_known_text():
@@ -133,6 +59,7 @@ def test_bench_generate_times_the_filter_and_the_memory_on_and_off_side_by_side(
             on, off = result[f"{label}_{name}_on_chars_per_s"], result[f"{label}_{name}_off_chars_per_s"]
             assert on > 0 and off > 0
             assert result[f"{label}_{name}_on_vs_off"] == pytest.approx(on / off, rel=0.01)
+
 
 def test_bench_generate_times_the_memory_in_the_engine_at_pinned_thread_counts(remembering_bundle):
     from bench.generate import memory_cost_in_the_engine
