@@ -197,7 +197,6 @@ class Writer:
         with counting_refusals(bot.metrics):
             check_start(start)
         request = await self.request(interaction, start, length or settings.story_length, seed, settings, cast=cast)
-
         tale = await self.write(interaction, request, storing_a_tale(bot, interaction, start, request))
         await self._show(interaction, tale)
         await say_what_was_folded(interaction, request)

@@ -212,6 +212,25 @@ def cast_words_of(cast: tuple[str, ...]) -> frozenset[str]:
     return frozenset(t for entry in cast for t in tokens(entry) if is_capitalised(t))
 
 
+@dataclass(frozen=True)
+class _TaleSoFar:
+    tokens: tuple[str, ...]
+    capitalised: frozenset[str]
+    last_words: tuple[str, ...]  # its last three words, lower case
+    four_grams: frozenset[tuple[str, ...]]  # of its words, lower case
+    quote_mark: str | None  # the first quotation mark it uses
+
+
+@lru_cache(maxsize=8)
+def _read(tale: str) -> _TaleSoFar:
+    """What the flaws read of the tale so far: once for all of a sentence's candidates, not once each."""
+    said = tokens(tale)
+    lower = [t.lower() for t in said if t[0].isalpha()]
+    return _TaleSoFar(tuple(said), frozenset(t for t in said if is_capitalised(t)), tuple(lower[-3:]),
+                      frozenset(tuple(lower[i:i + 4]) for i in range(len(lower) - 3)),
+                      next((m.group() for m in _QUOTES.finditer(tale)), None))
+
+
 def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> list[str]:
     """Why a sentence must not be chosen: broken cast entries, a broken speaker tag, a name from
     another book, quotes of the other kind, a repeated word 4-gram of the tale, an ending in a
@@ -219,10 +238,9 @@ def flaws(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel) -> 
     found = (broken_entries(sentence, cast, words) + broken_tags(sentence, cast, words)
              + strangers(tale, sentence, cast, words) + other_quotes(tale, sentence))
     said = [t.lower() for t in tokens(sentence) if t[0].isalpha()]
-    earlier = [t.lower() for t in tokens(tale) if t[0].isalpha()]
-    seen = {tuple(earlier[i:i + 4]) for i in range(len(earlier) - 3)}
-    joined = earlier[-3:] + said
-    if any(tuple(joined[i:i + 4]) in seen for i in range(len(joined) - 3)) or \
+    before = _read(tale)
+    joined = [*before.last_words, *said]
+    if any(tuple(joined[i:i + 4]) in before.four_grams for i in range(len(joined) - 3)) or \
             len({tuple(said[i:i + 4]) for i in range(len(said) - 3)}) < len(said) - 3:
         found.append("repeats four words of the tale")
     last = [t for t in tokens(sentence) if t[0].isalpha()][-1:]
@@ -235,11 +253,12 @@ def strangers(tale: str, sentence: str, cast: tuple[str, ...], words: WordModel)
     """Names from other books: capitalised words mid-sentence that the books use as names and that
     neither the cast nor the tale so far holds ("the Scarecrow", "Polly", "Oz"). The tale's people
     are the memory's and the cast's; a stranger pulls it into another book."""
-    known = {t for t in tokens(tale) if is_capitalised(t)} | cast_words_of(cast)
+    before = _read(tale)
+    known = before.capitalised | cast_words_of(cast)
     said, found = tokens(sentence), []
     for i, token in enumerate(said):
         if token in words.names and token not in known and token not in TITLES and \
-                not opens_sentence(said[i - 1] if i else (tokens(tale)[-1:] or [None])[0]):
+                not opens_sentence(said[i - 1] if i else (before.tokens[-1] if before.tokens else None)):
             found.append(f"a name from another book: {token}")
     return found
 
@@ -253,7 +272,7 @@ def other_quotes(tale: str, sentence: str) -> list[str]:
     """A sentence that quotes with the other marks than the tale already does ("...' after "...),
     or with both at once: a book keeps to one kind."""
     kinds = [m.group() for m in _QUOTES.finditer(sentence)]
-    used = next((m.group() for m in _QUOTES.finditer(tale)), None)
+    used = _read(tale).quote_mark
     if used and any(k != used for k in kinds) or not used and len(set(kinds)) > 1:
         return [f"quotes with other marks than the tale: {' '.join(dict.fromkeys(kinds))}"]
     return []
@@ -271,7 +290,7 @@ def broken_tags(sentence: str, cast: tuple[str, ...], words: WordModel) -> list[
     title speaks without its name ("said Madam."), an ordinary word speaks ("said No"), a speaker
     calls himself by name ("'Very well, Snape,' said Snape"), or the tag runs on into a verb ("said
     Potter had")."""
-    places = {w for entry in default_places() & set(cast) for w in tokens(entry) if is_capitalised(w)}
+    places = _place_words(cast)
     said, found = tokens(sentence), []
     quoted = set(re.findall(r"[A-Z][a-z]+", " ".join(re.findall(r"[\"'](?=\S)([^\"']+?)(?<=\S)[\"']", sentence))))
     for i, token in enumerate(said):
@@ -303,6 +322,12 @@ def broken_tags(sentence: str, cast: tuple[str, ...], words: WordModel) -> list[
         elif after in RUN_ON:
             found.append(f"the speaker tag runs on: {token} {' '.join(speaker)} {after}")
     return found
+
+
+@lru_cache(maxsize=64)
+def _place_words(cast: tuple[str, ...]) -> frozenset[str]:
+    """The capitalised words of the cast's places and things (model/cast.txt marks them)."""
+    return frozenset(w for entry in default_places() & set(cast) for w in tokens(entry) if is_capitalised(w))
 
 
 COMMON = 20  # a word the books use this often in lower case is an ordinary word, not a name
