@@ -38,12 +38,12 @@ _W = "a-z0-9@$"  # the characters of a token, once folded
 # Possessive, and starting only where no token character stands before: every scan stays linear.
 _WORD = rf"[{_W}]++(?:[!|][{_W}]++)*+"
 _TOKEN = re.compile(rf"(?<![{_W}!|]){_WORD}")
-_JOINED = re.compile(rf"(?<![{_W}!|]){_WORD}(?:[-'._*~]{_WORD})++")
+_JOINED = re.compile(rf"(?<![{_W}!|]){_WORD}(?:[-'._*~,]{_WORD})++")
 SPELLING_GAP = " \t\n.-_*,'~"  # what may stand between the letters of a spelled-out word
 _SPELLED = re.compile(rf"(?<![{_W}])[{_W}](?:[{re.escape(SPELLING_GAP)}]{{1,3}}[{_W}])+(?![{_W}])")
 _GAP_BEFORE = re.compile(rf"(?<![{_W}])[{_W}][{re.escape(SPELLING_GAP)}]{{1,3}}\Z")
 _SPELLING = re.compile(f"[{re.escape(SPELLING_GAP)}]")
-_JOINS = re.compile(r"[-'._*~]")
+_JOINS = re.compile(r"[-'._*~,]")
 
 # Letters NFKD does not take apart, look-alikes from other scripts, and punctuation of the same use.
 _FOLDS = {
@@ -192,9 +192,10 @@ def _word_blocked(words: frozenset[str], token: str) -> bool:
 
 @lru_cache(maxsize=16384)
 def _joined_blocked(words: frozenset[str], token: str) -> bool:
-    """Words joined by - ' . _ * ~ ("re-tard"): listed as one; or a non-word with a listed word
-    running across a join, unless every piece that word touches is a real word ("dark-eyed" and
-    "two-pointed" pass with "darkey" and "wop" listed; "xnig-ger" does not)."""
+    """Words joined by - ' . _ * ~ or a comma with no space ("re-tard", "ret,ard"): listed as one;
+    or a non-word with a listed word running across a join, unless every piece that word touches is
+    a real word ("dark-eyed" and "two-pointed" pass with "darkey" and "wop" listed; "xnig-ger" does
+    not)."""
     pieces = [p.translate(LOOKALIKES) for p in _JOINS.split(token)]
     whole = "".join(pieces)
     if whole in _plain_forms(words):

@@ -9,13 +9,15 @@ EVASIONS = ["nigger", "NIGGER", "Nigger!", "niiiggerrr", "n1gg3r", "n!gger", "n.
             # round 3: accents, joined words, mixed, comma and apostrophe separators, other scripts, invisibles
             "rétard", "Rétard", "RÉTARD", "négro", "re-tard", "ré-tard", "re\u2011tard", "r,e,t,a,r,d", "r.e-t.a-r.d",
             "r'e't'a'r'd", "r\u2019e\u2019t\u2019a\u2019r\u2019d", "r, e, t, a, r, d", "r e t a r d", "n'i'g'g'e'r",
-            "nìgg\u0435r", "r\u200betard", "ｒｅｔａｒｄ", "kïke", "spïcs", "co-ons", "nig-ger"]
+            "nìgg\u0435r", "r\u200betard", "ｒｅｔａｒｄ", "kïke", "spïcs", "co-ons", "nig-ger",
+            "ret,ard", "re,tard", "reta-r,d", "rét.a-r,d"]
 INNOCENT = ["Scunthorpe", "assassin", "cocktail", "Dick Whittington", "spicy", "spice", "injunction",
             "squawk", "Pakistan", "the Niger river", "Yiddish", "a chink of light", "the fags at school",
             "the fairy", "a spook", "sniggered", "snigger", "bigger", "digger", "class", "Niger", "Montenegro",
             "raccoon", "twopence", "the Woggle-Bug", "unsuspicious", "the Growleywogs",
             "naïve", "café", "façade", "re-enter", "co-operate", "Montenegro's", "don't", "I'm", "Harry's",
-            "a raccoon-skin cap", "the Niger-delta", "ne'er-do-well", "a s-s-snake", "Dr. Kike-Jones"[:3]]
+            "a raccoon-skin cap", "the Niger-delta", "ne'er-do-well", "a s-s-snake", "Dr. Kike-Jones"[:3],
+            "yes,no", "1,000 owls", "Harry,Ron and Hermione"]
 
 
 @pytest.mark.parametrize("text", EVASIONS)
