@@ -55,6 +55,8 @@ async def connect(location, migrations: list[str]):
 
 class SQLiteBackend:
     kind = "sqlite"
+    # The migrations' column types ({ID}, {INT}, {FLOAT} in bot/db.py), as this engine spells them.
+    types = {"ID": "INTEGER PRIMARY KEY AUTOINCREMENT", "INT": "INTEGER", "FLOAT": "REAL"}
 
     def __init__(self, conn: aiosqlite.Connection):
         self.conn = conn
@@ -94,7 +96,7 @@ class SQLiteBackend:
                     continue
                 # Each script runs whole (triggers hold semicolons), in one transaction with its version.
                 try:
-                    await self.conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
+                    await self.conn.executescript(f"BEGIN IMMEDIATE;\n{script.format_map(self.types)}\n"
                                                   f"INSERT INTO schema_version (version) VALUES ({version});\n"
                                                   f"COMMIT;")
                 except BaseException:
@@ -153,12 +155,6 @@ def postgres_sql(sql: str) -> str:
     return re.sub(r"\?", lambda _: f"${next(count)}", sql)
 
 
-def postgres_ddl(script: str) -> str:
-    """A migration as PostgreSQL runs it: 64-bit integers (Discord ids need them) and serial ids."""
-    script = script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", re.sub(r"\bINTEGER\b", "BIGINT", script))
-
-
 # Any number will do, as long as nothing else in the database takes the same advisory lock.
 MIGRATION_LOCK = 0x5175_696C  # "Quil"
 
@@ -188,6 +184,7 @@ class _PostgresTransaction(_PostgresQueries):
 
 class PostgresBackend(_PostgresQueries):
     kind = "postgresql"
+    types = {"ID": "BIGSERIAL PRIMARY KEY", "INT": "BIGINT", "FLOAT": "DOUBLE PRECISION"}  # Discord ids need 64 bits
 
     def __init__(self, pool):
         super().__init__(pool)
@@ -224,7 +221,7 @@ class PostgresBackend(_PostgresQueries):
                     await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
                     if await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version") >= version:
                         continue
-                    await conn.execute(postgres_ddl(script))  # the whole script, in this transaction
+                    await conn.execute(script.format_map(self.types))  # the whole script, in this transaction
                     await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
 
     async def write(self, change):

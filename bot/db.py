@@ -13,36 +13,37 @@ from bot.limits import (COOLDOWN_SECONDS, GALLERY_PAGE, MAX_CAST, MAX_CHAPTERS, 
                         REPORTS_PER_HOUR, STORY_LENGTH, TEMPERATURE, TOGETHER_LENGTH, WEB_ADDRESS_BYTES)
 from model.memory import default_cast
 
-# Append only: a released migration never changes; schema_version records the last applied.
+# Append only: a released migration never changes; schema_version records the last applied. Column
+# types are named by what they hold ({ID}, {INT}, {FLOAT}); each backend spells them (bot/backends.py).
 MIGRATIONS = [
     """
     CREATE TABLE guild_settings (
-        guild_id INTEGER PRIMARY KEY,
-        temperature REAL NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
-        story_length INTEGER NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
-        cooldown_seconds INTEGER NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
-        channel_id INTEGER
+        guild_id {INT} PRIMARY KEY,
+        temperature {FLOAT} NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
+        story_length {INT} NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
+        cooldown_seconds {INT} NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
+        channel_id {INT}
     );
     CREATE TABLE tales (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        guild_id INTEGER NOT NULL,
-        channel_id INTEGER NOT NULL,
-        author_id INTEGER NOT NULL,
+        id {ID},
+        guild_id {INT} NOT NULL,
+        channel_id {INT} NOT NULL,
+        author_id {INT} NOT NULL,
         author_name TEXT NOT NULL,
         start TEXT NOT NULL,
         text TEXT NOT NULL,
-        temperature REAL NOT NULL,
-        seed INTEGER NOT NULL,
+        temperature {FLOAT} NOT NULL,
+        seed {INT} NOT NULL,
         model TEXT NOT NULL,
         card_hash TEXT NOT NULL,
         created_at TEXT NOT NULL,
-        votes INTEGER NOT NULL DEFAULT 0,
-        in_gallery INTEGER NOT NULL DEFAULT 0
+        votes {INT} NOT NULL DEFAULT 0,
+        in_gallery {INT} NOT NULL DEFAULT 0
     );
     CREATE INDEX tales_by_guild ON tales (guild_id, in_gallery, votes DESC, id DESC);
     CREATE TABLE votes (
-        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
-        user_id INTEGER NOT NULL,
+        tale_id {INT} NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        user_id {INT} NOT NULL,
         PRIMARY KEY (tale_id, user_id)
     );
     """,
@@ -54,44 +55,44 @@ MIGRATIONS = [
     """,
     """
     ALTER TABLE guild_settings ADD COLUMN
-        report_threshold INTEGER NOT NULL DEFAULT 1 CHECK (report_threshold BETWEEN 1 AND 100);
-    ALTER TABLE tales ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+        report_threshold {INT} NOT NULL DEFAULT 1 CHECK (report_threshold BETWEEN 1 AND 100);
+    ALTER TABLE tales ADD COLUMN hidden {INT} NOT NULL DEFAULT 0;
     CREATE TABLE blocked_words (
-        guild_id INTEGER NOT NULL,
+        guild_id {INT} NOT NULL,
         word TEXT NOT NULL,
         PRIMARY KEY (guild_id, word)
     );
     CREATE TABLE reports (
-        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
-        user_id INTEGER NOT NULL,
+        tale_id {INT} NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        user_id {INT} NOT NULL,
         PRIMARY KEY (tale_id, user_id)
     );
     """,
     """
     ALTER TABLE guild_settings ADD COLUMN
-        max_chapters INTEGER NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50);
+        max_chapters {INT} NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50);
     ALTER TABLE guild_settings ADD COLUMN
-        together_length INTEGER NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000);
-    ALTER TABLE tales ADD COLUMN together INTEGER NOT NULL DEFAULT 0;  -- written together in a thread
-    ALTER TABLE tales ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;  -- a together round that was closed
+        together_length {INT} NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000);
+    ALTER TABLE tales ADD COLUMN together {INT} NOT NULL DEFAULT 0;  -- written together in a thread
+    ALTER TABLE tales ADD COLUMN finished {INT} NOT NULL DEFAULT 0;  -- a together round that was closed
     CREATE TABLE chapters (
-        tale_id INTEGER NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
-        number INTEGER NOT NULL CHECK (number >= 2),  -- the tale's own text is chapter 1
+        tale_id {INT} NOT NULL REFERENCES tales (id) ON DELETE CASCADE,
+        number {INT} NOT NULL CHECK (number >= 2),  -- the tale's own text is chapter 1
         kind TEXT NOT NULL CHECK (kind IN ('chapter', 'line', 'reply')),  -- Continue; a member's line; the bot's
-        author_id INTEGER NOT NULL,
+        author_id {INT} NOT NULL,
         author_name TEXT NOT NULL,
         text TEXT NOT NULL,
-        seed INTEGER NOT NULL,
+        seed {INT} NOT NULL,
         created_at TEXT NOT NULL,
         PRIMARY KEY (tale_id, number)
     );
     """,
     """
-    ALTER TABLE tales ADD COLUMN length INTEGER NOT NULL DEFAULT 0;  -- new characters asked for; 0: not kept
+    ALTER TABLE tales ADD COLUMN length {INT} NOT NULL DEFAULT 0;  -- new characters asked for; 0: not kept
     """,
     """
     CREATE TABLE casts (  -- a server's cast (model.memory); no row: the default cast
-        guild_id INTEGER PRIMARY KEY,
+        guild_id {INT} PRIMARY KEY,
         entries TEXT NOT NULL  -- a JSON list of entries
     );
     ALTER TABLE tales ADD COLUMN cast_entries TEXT NOT NULL DEFAULT '[]';  -- the cast it was told with
@@ -102,14 +103,14 @@ MIGRATIONS = [
     # may be a moderator's choice.
     """
     CREATE TABLE guild_settings_next (
-        guild_id INTEGER PRIMARY KEY,
-        temperature REAL NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
-        story_length INTEGER NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
-        cooldown_seconds INTEGER NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
-        channel_id INTEGER,
-        report_threshold INTEGER NOT NULL DEFAULT 3 CHECK (report_threshold BETWEEN 1 AND 100),
-        max_chapters INTEGER NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50),
-        together_length INTEGER NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000)
+        guild_id {INT} PRIMARY KEY,
+        temperature {FLOAT} NOT NULL DEFAULT 0.5 CHECK (temperature BETWEEN 0.1 AND 2.0),
+        story_length {INT} NOT NULL DEFAULT 800 CHECK (story_length BETWEEN 100 AND 1900),
+        cooldown_seconds {INT} NOT NULL DEFAULT 20 CHECK (cooldown_seconds BETWEEN 0 AND 3600),
+        channel_id {INT},
+        report_threshold {INT} NOT NULL DEFAULT 3 CHECK (report_threshold BETWEEN 1 AND 100),
+        max_chapters {INT} NOT NULL DEFAULT 10 CHECK (max_chapters BETWEEN 1 AND 50),
+        together_length {INT} NOT NULL DEFAULT 300 CHECK (together_length BETWEEN 100 AND 1000)
     );
     INSERT INTO guild_settings_next (guild_id, temperature, story_length, cooldown_seconds, channel_id,
                                      report_threshold, max_chapters, together_length)
@@ -122,9 +123,9 @@ MIGRATIONS = [
     """,
     """
     CREATE TABLE web_galleries (  -- a server's gallery on the web (bot/web.py); no row: never published
-        guild_id INTEGER PRIMARY KEY,
+        guild_id {INT} PRIMARY KEY,
         slug TEXT NOT NULL UNIQUE,  -- its random address; /settings web:reset draws another
-        published INTEGER NOT NULL DEFAULT 0 CHECK (published IN (0, 1))
+        published {INT} NOT NULL DEFAULT 0 CHECK (published IN (0, 1))
     );
     """,
 ]

@@ -68,6 +68,9 @@ async def test_both_backends_hold_the_same_tables_and_columns(postgres_server, t
     lite, pg = await Database.open(str(tmp_path / "q.db")), await Database.open(postgres_server.new_database())
     try:
         assert await columns(lite) == await columns(pg)
+        types = {r["data_type"] for r in await pg.fetchall(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = 'public'")}
+        assert types == {"bigint", "double precision", "text"}  # no 32-bit column for a Discord id
     finally:
         await lite.close()
         await pg.close()
