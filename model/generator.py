@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from model.critic import Candidate, Critic
-from model.memory import MAX_CAST, MemoryRows, check_entry, initials_of, names_in, new_rows
+from model.memory import ENTRY_CHARS, MAX_CAST, MemoryRows, check_entry, initials_of, names_in, new_rows
 from model.safety import WordFilter, clean_word, shipped_words, token_start
 from model.sampler import SENTENCE_ENDS, StoryEnd, sentence_end
 from model.vocab import UnknownCharacters, Vocabulary
@@ -88,12 +88,64 @@ class StoryRequest:
         """What the model reads before it writes."""
         return self.context + self.start
 
-    def validated(self, vocab: Vocabulary, config: GeneratorConfig, normalised: bool = False) -> "StoryRequest":
+    def validated(self, vocab: Vocabulary, config: GeneratorConfig) -> "StoryRequest":
         """A copy ready for the generator (prompt normalised, seed fixed), or InvalidRequest naming
-        the field. Every field's type and range is checked, so no request can upset the process.
-        `normalised`: the start already was (the process checking what the client validated)."""
-        if not isinstance(self.start, str):
-            raise InvalidRequest(f"the start text must be text (got {type(self.start).__name__})")
+        the field. The client's one pass (StoryGenerator.prepare): every field's type and range."""
+        temperature, top_p = self._checked_fields(config)
+        try:
+            blocked = tuple(sorted({clean_word(w) for w in self.blocked_words}))
+        except ValueError as e:
+            raise InvalidRequest(f"blocked_words: {e}") from None
+        if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
+            raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
+        unknown = vocab.unknown(self.context)
+        if unknown:
+            raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
+        # A member's text is normalised here, once.
+        applied = vocab.normalisation.apply(self.start)
+        start, folded = vocab.fold(applied), vocab.folds(applied)
+        if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
+            raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
+        unknown = vocab.unknown(start)
+        if unknown:
+            raise InvalidRequest(str(UnknownCharacters(unknown)))
+        if not (start.strip() or self.context):  # invisible characters normalise away
+            raise InvalidRequest("the start text is empty")
+        if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
+            raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
+        if len(self.cast) > MAX_CAST:
+            raise InvalidRequest(f"the cast has {len(self.cast)} entries; the most is {MAX_CAST}")
+        try:
+            cast = tuple(checked_cast_entry(entry, vocab, blocked) for entry in self.cast)
+        except InvalidRequest as e:
+            raise InvalidRequest(f"cast: {e}") from None
+        seed = self.seed if self.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
+        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
+                       cast=cast, folded=folded, prepared=True)
+
+    def guarded(self, vocab: Vocabulary, config: GeneratorConfig) -> None:
+        """The process's guard on its pipe, cheap: a prepared request whose fields have their types
+        and ranges and whose text the model can encode, or InvalidRequest. What the client's pass
+        did (normalising, the filter) is trusted, not done again."""
+        if self.prepared is not True:
+            raise InvalidRequest("the request was not prepared (StoryGenerator.prepare)")
+        self._checked_fields(config)
+        if self.seed is None or len(self.start) > config.max_prompt or len(self.cast) > MAX_CAST or \
+                not all(0 < len(entry) <= ENTRY_CHARS for entry in self.cast):
+            raise InvalidRequest("the request is not as prepared")
+        unknown = vocab.unknown(self.prime + "".join(self.cast))
+        if unknown:
+            raise InvalidRequest(str(UnknownCharacters(unknown)))
+
+    def _checked_fields(self, config: GeneratorConfig) -> tuple[float, float]:
+        """Every field's type, and the numbers' ranges (InvalidRequest names the field); returns
+        the temperature and top_p as floats."""
+        for name in ("start", "context"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidRequest(f"the {name} must be text (got {type(getattr(self, name)).__name__})")
+        for name in ("blocked_words", "cast"):
+            if not isinstance(getattr(self, name), tuple) or not all(isinstance(w, str) for w in getattr(self, name)):
+                raise InvalidRequest(f"{name} must be a tuple of text")
         temperature = _number("temperature", self.temperature)
         if not 0 < temperature <= config.max_temperature:
             raise InvalidRequest(f"temperature must be above 0 and at most {config.max_temperature:g} "
@@ -107,55 +159,16 @@ class StoryRequest:
             raise InvalidRequest(f"top_p must be above 0 and at most 1 (got {top_p:g})")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
             raise InvalidRequest(f"seed must be a whole number from 0 to {MAX_SEED} (got {self.seed!r:.40})")
-        if not isinstance(self.blocked_words, tuple) or not all(isinstance(w, str) for w in self.blocked_words):
-            raise InvalidRequest("blocked_words must be a tuple of words")
-        try:
-            blocked = tuple(sorted({clean_word(w) for w in self.blocked_words}))
-        except ValueError as e:
-            raise InvalidRequest(f"blocked_words: {e}") from None
-        if not isinstance(self.context, str):
-            raise InvalidRequest(f"the context must be text (got {type(self.context).__name__})")
-        if len(self.start) > config.max_prompt * 4:  # cheap guard before normalising
-            raise InvalidRequest(f"the start text is {len(self.start):,} characters; the most is {config.max_prompt}")
         if len(self.context) > config.max_prompt:
             raise InvalidRequest(f"the context is {len(self.context):,} characters; the most is {config.max_prompt}")
-        unknown = vocab.unknown(self.context)
-        if unknown:
-            raise InvalidRequest(f"the tale so far holds characters the model does not know: {' '.join(unknown)}")
-        # A member's text is normalised here, once; the process checks it as it comes.
-        applied = self.start if normalised else vocab.normalisation.apply(self.start)
-        start, folded = vocab.fold(applied), (self.folded if normalised else vocab.folds(applied))
-        if word_filter(blocked).spans(start):  # in general terms: the refusal is no echo
-            raise InvalidRequest("the start text has a word that is not allowed here; please choose other words")
-        unknown = vocab.unknown(start)
-        if unknown:
-            raise InvalidRequest(str(UnknownCharacters(unknown)))
-        if not (start.strip() or self.context):  # invisible characters normalise away
-            raise InvalidRequest("the start text is empty")
-        if len(start) > config.max_prompt:  # measured as the model reads it ("…" is three dots)
-            raise InvalidRequest(f"the start text is {len(start):,} characters; the most is {config.max_prompt}")
-        cast = self._checked_cast(vocab, blocked, normalised)
-        seed = self.seed if self.seed is not None else random.SystemRandom().randrange(MAX_SEED + 1)
-        return replace(self, start=start, temperature=temperature, top_p=top_p, seed=seed, blocked_words=blocked,
-                       cast=cast, folded=folded, prepared=True)
-
-    def _checked_cast(self, vocab: Vocabulary, blocked: tuple[str, ...], normalised: bool) -> tuple[str, ...]:
-        if not isinstance(self.cast, tuple):
-            raise InvalidRequest("the cast must be a tuple of entries")
-        if len(self.cast) > MAX_CAST:
-            raise InvalidRequest(f"the cast has {len(self.cast)} entries; the most is {MAX_CAST}")
-        try:
-            return tuple(checked_cast_entry(entry, vocab, blocked, normalised) for entry in self.cast)
-        except InvalidRequest as e:
-            raise InvalidRequest(f"cast: {e}") from None
+        return temperature, top_p
 
 
-def checked_cast_entry(entry, vocab: Vocabulary, blocked: tuple[str, ...] = (), normalised: bool = False) -> str:
+def checked_cast_entry(entry, vocab: Vocabulary, blocked: tuple[str, ...] = ()) -> str:
     """A cast entry checked like a start: 1-40 characters the model knows, no blocked word (the
-    shipped list's or the server's); normalised unless it was. InvalidRequest says what is wrong."""
+    shipped list's or the server's), normalised. InvalidRequest says what is wrong."""
     try:
-        entry = check_entry(entry)  # its type and size, before normalising
-        entry = entry if normalised else check_entry(vocab.normalised(entry))
+        entry = check_entry(vocab.normalised(check_entry(entry)))  # its type and size, before normalising and after
     except ValueError as e:
         raise InvalidRequest(str(e)) from None
     if word_filter(tuple(blocked)).spans(entry):  # in general terms: the refusal is no echo
@@ -429,8 +442,8 @@ class Scheduler:
         Returns ("error", rid, message) for a request whose prompt cannot be encoded."""
         errors, rows, prompts = [], [], []
         for rid, request in joining:
-            try:  # the client validates requests; this guards the process against any it missed
-                request.validated(self.vocab, self.limits, normalised=True)
+            try:  # the client validated it (StoryGenerator.prepare); this guards the pipe
+                request.guarded(self.vocab, self.limits)
                 prompt = self.vocab.encode(request.prime)
                 row = _Row(rid, request, self.flush_seconds)
             except (InvalidRequest, TypeError, ValueError, OverflowError) as e:

@@ -92,10 +92,17 @@ async def until(condition, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def add(scheduler, joining: list[tuple]) -> list[tuple]:
+    """Scheduler.add with each request as the client sends it to the process: prepared once
+    (StoryGenerator.prepare validates it the same way)."""
+    return scheduler.add([(rid, request if request.prepared else request.validated(scheduler.vocab, scheduler.limits))
+                          for rid, request in joining])
+
+
 def tell_all(scheduler, requests) -> tuple[list[tuple], list[str]]:
     """Every request told to the end by a model.generator.Scheduler: for each, its "done" event's
     fields (text, times filtered, width) and the text it streamed."""
-    errors = scheduler.add(list(enumerate(requests)))
+    errors = add(scheduler, list(enumerate(requests)))
     assert not errors, errors
     done, chunks = {}, {}
     while scheduler.active:

@@ -7,7 +7,7 @@ import pytest
 from model.critic import Candidate, Critic, WordModel, broken_entries, broken_tags, flaws, other_quotes, strangers
 from model.generator import GeneratorConfig, Scheduler, StoryRequest
 from tests.conftest import BLOCKED, make_text
-from tests.helpers import tell_all
+from tests.helpers import add, tell_all
 
 WEIGHTS = {"gru_per_char": 0.5, "words_per_token": 0.4, "length_in_books": 0.5}
 CAST = ("Harry Potter", "Severus Snape", "Diagon Alley", "the Sorting Hat", "Hogwarts", "the Hogwarts Express")
@@ -157,16 +157,16 @@ def test_only_chosen_whole_sentences_are_streamed(tiny, critic):
 def test_the_width_narrows_under_load_and_widens_again(tiny, critic):
     vocab, fused, _ = tiny
     scheduler = Scheduler(fused, vocab, critic=critic, limits=GeneratorConfig(model=".", search_width=8, max_batch=16))
-    scheduler.add([(1, StoryRequest("Harry", 900, 0.8, 1))])
+    add(scheduler, [(1, StoryRequest("Harry", 900, 0.8, 1))])
     assert scheduler.rows[0].search.story.width == 8
-    scheduler.add([(rid, StoryRequest("Ron", 1500, 0.8, rid)) for rid in range(2, 18)])
+    add(scheduler, [(rid, StoryRequest("Ron", 1500, 0.8, rid)) for rid in range(2, 18)])
     assert {s.story.width for s in scheduler.searching if s.story.rid > 1} == {1} or \
         {row.width for row in scheduler.rows if row.rid > 1} == {1}
     done = {}
     while scheduler.active:
         done.update({rid: rest[-1] for kind, rid, _, *rest in scheduler.advance() if kind == "done"})
     assert done[1] < 8 and {done[rid] for rid in range(2, 18)} == {1}  # story 1 narrowed once the others came
-    scheduler.add([(99, StoryRequest("Harry", 100, 0.8, 1))])
+    add(scheduler, [(99, StoryRequest("Harry", 100, 0.8, 1))])
     assert scheduler.searching[0].story.width == 8
 
 

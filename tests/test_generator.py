@@ -15,7 +15,7 @@ from model.generator import (GeneratorBusy, GeneratorConfig, GeneratorUnavailabl
                              StoryRequest, StoryTimeout)
 from model.sampler import StoryEnd, sample_rows
 from model.weights import network_of, read_network
-from tests.helpers import until
+from tests.helpers import add, until
 
 PROMPT = "Harry looked at the old castle. "
 
@@ -43,7 +43,7 @@ def fused(network):
 
 def run_alone(engine, vocab, request, steps_per_call=16):
     scheduler = Scheduler(engine, vocab, steps_per_call=steps_per_call)
-    scheduler.add([(1, request)])
+    add(scheduler, [(1, request)])
     while True:
         for kind, rid, text, *_ in scheduler.advance():
             if kind == "done":
@@ -227,11 +227,11 @@ def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
     alone = run_alone(fused, bundle.vocab, request)
     assert run_alone(fused, bundle.vocab, request) == alone
     scheduler = Scheduler(fused, bundle.vocab, steps_per_call=5)
-    scheduler.add([(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
+    add(scheduler, [(100 + rid, StoryRequest("Ron " + "looked " * rid, 800, 0.5 + rid / 10, seed=rid, top_k=rid))
                    for rid in range(10)])  # ten others, already mid-story, different settings
     for _ in range(7):
         scheduler.advance()
-    scheduler.add([(1, request)])
+    add(scheduler, [(1, request)])
     texts = {}
     while 1 not in texts:
         for kind, rid, text, *_ in scheduler.advance():
@@ -242,7 +242,7 @@ def test_same_seed_same_story_alone_and_in_a_crowd(fused, bundle):
 
 def test_cancel_frees_the_row(fused, bundle):
     scheduler = Scheduler(fused, bundle.vocab)
-    scheduler.add([(1, StoryRequest(PROMPT, 1000, seed=1)), (2, StoryRequest(PROMPT, 1000, seed=2))])
+    add(scheduler, [(1, StoryRequest(PROMPT, 1000, seed=1)), (2, StoryRequest(PROMPT, 1000, seed=2))])
     scheduler.advance()
     scheduler.cancel(1)
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.batch.state.shape[0] == 1
@@ -250,7 +250,8 @@ def test_cancel_frees_the_row(fused, bundle):
 
 def test_scheduler_refuses_only_the_prompt_it_cannot_encode(fused, bundle):
     scheduler = Scheduler(fused, bundle.vocab)
-    errors = scheduler.add([(1, StoryRequest("Harry \u2603", 200)), (2, StoryRequest(PROMPT, 200, seed=1))])
+    errors = scheduler.add([(1, StoryRequest("Harry \u2603", 200, seed=1, prepared=True)),
+                            (2, StoryRequest(PROMPT, 200, seed=1, prepared=True))])
     assert errors == [("error", 1, "the model does not know these characters: '\u2603'")]
     assert [row.rid for row in scheduler.rows] == [2] and scheduler.batch.state.shape[0] == 1
 
@@ -461,12 +462,18 @@ def test_requests_that_used_to_kill_the_process_are_refused_by_field(bundle, tin
 
 
 def test_the_process_refuses_a_bad_request_alone(fused, bundle):
-    """A request that skipped validation fails alone; the rest of the batch goes on."""
+    """A request that skipped validation, or claims it did not, fails alone; the rest of the batch goes on."""
     scheduler = Scheduler(fused, bundle.vocab)
     bad = [StoryRequest("Harry", 100, seed=-1), StoryRequest("Harry", 100, top_k=10**400, seed=1),
-           StoryRequest("\u200b", 100, seed=1)]
-    errors = scheduler.add([(i, r) for i, r in enumerate(bad)] + [(9, StoryRequest(PROMPT, 200, seed=1))])
-    assert [e[1] for e in errors] == [0, 1, 2] and all(e[0] == "error" for e in errors)
+           StoryRequest("\u200b", 100, seed=1), StoryRequest("Harry", 100), StoryRequest("Harry", 100.0, seed=1),
+           StoryRequest("Harry", 100, seed=1, cast=("x" * 41,)), StoryRequest("Harry", 100, seed=1, cast=["Ron"])]
+    errors = scheduler.add([(i, replace(r, prepared=True)) for i, r in enumerate(bad)] +
+                           [(8, StoryRequest(PROMPT, 100, seed=1)), (9, StoryRequest(PROMPT, 200, seed=1, prepared=True))])
+    assert [e[1] for e in errors] == [0, 1, 2, 3, 4, 5, 6, 8] and all(e[0] == "error" for e in errors)
+    assert [e[2] for e in errors][2:5] == ["the model does not know these characters: '\\u200b'",
+                                           "the request is not as prepared", "length must be a whole number from 1 "
+                                           "to 2000 (got 100.0)"]
+    assert errors[7][2] == "the request was not prepared (StoryGenerator.prepare)"
     assert [row.rid for row in scheduler.rows] == [9]
     while scheduler.rows:
         scheduler.advance()
@@ -537,7 +544,7 @@ def test_the_generator_process_never_imports_tensorflow_or_keras(tiny_bundle):
             "from model.generator import Scheduler, StoryRequest\n"
             f"bundle, network = load_network({str(tiny_bundle)!r})\n"
             "scheduler = Scheduler(make_engine(network, 4, 16), bundle.vocab)\n"
-            "scheduler.add([(1, StoryRequest('Harry', 100, seed=1))])\n"
+            "scheduler.add([(1, StoryRequest('Harry', 100, seed=1, prepared=True))])\n"
             "while scheduler.rows: scheduler.advance()\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'jax'))\n"
             "print(loaded)\n")
@@ -601,5 +608,5 @@ def test_the_process_does_not_normalise_a_start_again(fused, bundle):
     """The client normalised it once; the process checks it and primes exactly that text."""
     scheduler = Scheduler(fused, bundle.vocab)
     start = "Harry looked  at\n"  # two spaces: normalising again would change it
-    assert scheduler.add([(1, StoryRequest(start, 100, seed=1))]) == []
+    assert scheduler.add([(1, StoryRequest(start, 100, seed=1, prepared=True))]) == []
     assert scheduler.rows[0].text == start
