@@ -22,7 +22,7 @@ from bot.writing import Writer
 from model.client import StoryGenerator
 
 log = logging.getLogger("quill.bot")
-EXTENSIONS = ("bot.cogs.story", "bot.cogs.together", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter",
+EXTENSIONS = ("bot.cogs.story", "bot.cogs.settings", "bot.cogs.gallery", "bot.cogs.filter",
               "bot.cogs.cast")
 
 
@@ -64,12 +64,6 @@ class QuillBot(commands.AutoShardedBot):
         self.metrics_server: MetricsServer | None = None
         self.web_server: WebServer | None = None
         self.writer = Writer(self)  # writes, streams and stores every story, chapter and reply
-
-    # The together cog's public face, for its buttons, the console and /story.
-    @property
-    def together(self):
-        """TogetherCog: tales written together, line by line."""
-        return self.get_cog("TogetherCog")
 
     async def prepare(self) -> None:
         """Everything but the Discord connection (the console mode and tests stop here), the web

@@ -159,7 +159,7 @@ class Console:
             raise ConsoleError("no tale to add a line to: start one with /story start:... together:true")
         interaction = ConsoleInteraction(self, None, streams=False)  # the turn shows line and reply together
         try:
-            await self.bot.together.add_line(interaction, item.tale_id, text)
+            await self.bot.writer.add_line(interaction, item.tale_id, text)
         except Exception as error:
             await answer_error(interaction, error)
 

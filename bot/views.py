@@ -1,5 +1,6 @@
 """What members see of a tale and of a list: a tale's embeds and its buttons (their custom_id
-carries the tale's number, so they work after a restart), the streamed reply's content, and the
+carries the tale's number, so they work after a restart; a tale written together has Add a line
+and Finish), the streamed reply's content, and the
 shared paginator: Previous/Next buttons only the invoker can press, disabled on timeout, with any
 other items beside them (a tale's own buttons, which every member may press)."""
 from __future__ import annotations
@@ -8,8 +9,9 @@ from typing import Awaitable, Callable
 
 import discord
 
-from bot.db import Chapter, Tale
+from bot.db import Chapter, Tale, TaleFinished
 from bot.errors import NO_MENTIONS, MemberError, QuillView, answer_error
+from bot.limits import LINE
 from bot.web import tale_link
 
 PageSource = Callable[[int], Awaitable[tuple[discord.Embed, int]]]  # page -> (embed, page count)
@@ -193,7 +195,59 @@ class ContinueButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button],
 
 
 HIDDEN_NOTICE = "\U0001f6a9 Tale #{id} was reported and is hidden until a moderator looks at it."
-TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ContinueButton, ReportButton)
+# A tale written together: a member's turn (a modal: their own line) and the end of the round.
+def turn_embed(tale: Tale, line: Chapter, reply: Chapter) -> discord.Embed:
+    text = f"**{discord.utils.escape_markdown(line.author_name)}:** {line.text.strip()}\n\n{reply.text.strip()}"
+    embed = discord.Embed(title=tale.start[:256], description=text[:EMBED_LIMIT], colour=0x1F5E3A)
+    embed.set_footer(text=f"tale #{tale.id} · part {reply.number} · seed {reply.seed}")
+    return embed
+
+
+class LineModal(discord.ui.Modal, title="Add a line"):
+    line = discord.ui.TextInput(label="Your line", style=discord.TextStyle.paragraph,
+                                min_length=LINE.low, max_length=LINE.high)
+
+    def __init__(self, tale_id: int):
+        super().__init__()
+        self.tale_id = tale_id
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.client.writer.add_line(interaction, self.tale_id, self.line.value)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await answer_error(interaction, error)
+
+
+class AddLineButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:line:(?P<id>[0-9]+)"):
+    kind = "line"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Add a line", discord.ButtonStyle.primary)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        if tale.finished:
+            raise TaleFinished(tale.id)
+        await interaction.response.send_modal(LineModal(tale.id))
+
+
+class FinishButton(TaleButton, discord.ui.DynamicItem[discord.ui.Button], template=r"quill:finish:(?P<id>[0-9]+)"):
+    kind = "finish"
+
+    def __init__(self, tale_id: int):
+        super().__init__(tale_id, "Finish", discord.ButtonStyle.secondary)
+
+    async def press(self, interaction: discord.Interaction, tale: Tale) -> None:
+        await interaction.client.writer.finish_together(interaction, tale)
+
+
+def together_view(tale: Tale) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(AddLineButton(tale.id))
+    view.add_item(FinishButton(tale.id))
+    return view
+
+
+TALE_BUTTONS = (SaveButton, VoteButton, AgainButton, ContinueButton, ReportButton, AddLineButton, FinishButton)
 
 
 def tale_buttons(tale: Tale, link: str | None = None) -> list[discord.ui.Item]:

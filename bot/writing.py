@@ -1,5 +1,6 @@
 """The writing service: every story, chapter and reply is asked for, written, streamed, stored and
-shown here (Writer, bot.writer), for the story and together cogs, the buttons and the console; and
+shown here (Writer, bot.writer), for /story, the buttons and the console, a tale written together
+included (a thread where members take turns: their own line, then the bot's reply); and
 what every path that writes a tale shares: a member's turn and share, a server's words with their
 filter ready, a member's name as tales keep it."""
 from __future__ import annotations
@@ -13,14 +14,16 @@ from dataclasses import replace
 
 import discord
 
-from bot.db import Chapter, Tale, tale_so_far
-from bot.errors import NO_MENTIONS, CooldownActive, MemberError
-from bot.limits import COOLDOWN_SECONDS, MEMBER_IN_FLIGHT, SERVER_SHARE, START
-from bot.views import chapter_embed, story_view, streaming_content, tale_embed
+from bot.db import Chapter, Tale, TaleFinished, tale_so_far, writers
+from bot.errors import NO_MENTIONS, CooldownActive, MemberError, counted, moderates
+from bot.limits import COOLDOWN_SECONDS, LINE, MEMBER_IN_FLIGHT, SERVER_SHARE, START, TOGETHER_MAX_PARTS
+from bot.views import (EMBED_LIMIT, HIDDEN_NOTICE, chapter_embed, story_view, streaming_content, tale_embed,
+                       together_view, turn_embed)
 from bot.web import tale_link
 from model.generator import GeneratorBusy, InvalidRequest, StoryRequest, usable_cast, word_filter
 
 log = logging.getLogger("quill.writing")
+BOT_AUTHOR = (0, "Quill")  # the author of the bot's replies in a tale written together
 EDIT_INTERVAL = 1.0  # Discord rate-limits message edits; about one a second streams smoothly
 
 
@@ -235,6 +238,83 @@ class Writer:
         tale = generator.vocab.normalisation.from_reading(so_far)
         context = continuation_start(tale, generator.config.max_prompt)
         return await self.request(interaction, start, new, None, settings, context, cast, turn)
+
+    async def open_together(self, interaction: discord.Interaction, start: str, length: int | None = None,
+                   seed: int | None = None) -> Tale:
+        """Writing together: the opening, written from the start (`length` new characters, else the server's length for
+        a turn), in a new thread where members take turns."""
+        bot = self.bot
+        check_start(start)
+        settings = await bot.guild_settings.get(interaction.guild_id)
+        request = await self.request(interaction, start, length or settings.together_length, seed, settings)
+
+        tale = await self.write(interaction, request,
+                                           storing_a_tale(bot, interaction, start, request, together=True))
+        opening = tale_embed(tale)
+        opening.set_footer(text=f"tale #{tale.id} · written together: press Add a line to take a turn")
+        try:
+            thread = await interaction.channel.create_thread(name=f"Quill: {start}"[:100],
+                                                             type=discord.ChannelType.public_thread,
+                                                             auto_archive_duration=1440)
+            await thread.send(embed=opening, view=together_view(tale), allowed_mentions=NO_MENTIONS)
+        except (discord.HTTPException, AttributeError):  # no thread here (permissions, a thread already)
+            await interaction.edit_original_response(content=None, embed=opening, view=together_view(tale),
+                                                     allowed_mentions=NO_MENTIONS)
+            return tale
+        await interaction.edit_original_response(
+            content=f"We are writing \u201c{start}\u201d together in {thread.mention}: add a line there.",
+            embed=None, view=None, allowed_mentions=NO_MENTIONS)
+        await say_what_was_folded(interaction, request)
+        return tale
+
+    async def add_line(self, interaction: discord.Interaction, tale_id: int, line: str) -> tuple[Chapter, Chapter]:
+        """A member's own line, checked like a start, then the bot's reply written on from it; both
+        stored together, in order, each with its author."""
+        bot, user, guild_id = self.bot, interaction.user, interaction.guild_id
+        tale = await bot.gallery.get(guild_id, tale_id)
+        if not tale.together:
+            raise MemberError(f"Tale #{tale.id} is not written together: Continue writes its next chapter.")
+        if tale.hidden:
+            raise MemberError(HIDDEN_NOTICE.format(id=tale.id))
+        if tale.finished:
+            raise TaleFinished(tale.id)
+        if not line.strip() or len(line) > LINE.high:
+            raise InvalidRequest(f"a line is {LINE} characters")
+        settings = await bot.guild_settings.get(guild_id)
+        chapters = await bot.gallery.chapters(guild_id, tale.id)
+        # The line is the request's start, checked and normalised once; its leading break makes it a
+        # paragraph of its own. A line is a turn in the round, not a story asked for, so it takes no
+        # cooldown: members answering each other are not told to wait (the shares still hold).
+        request = await self.continuation(interaction, tale_so_far(tale, chapters),
+                                                     settings.together_length, settings, tale.cast_entries,
+                                                     start="\n" + line.strip(), turn=False)
+
+        async def store(story) -> list[Chapter]:
+            line = story.text[:story.begins]
+            return await bot.gallery.add_chapters(
+                guild_id, tale.id, [("line", user.id, member_name(user, request.blocked_words), line, 0),
+                                    ("reply", *BOT_AUTHOR, story.written, story.seed)],
+                limit=TOGETHER_MAX_PARTS)
+
+        parts = await self.write(interaction, request, store, turn=False)
+        await interaction.edit_original_response(content=None, embed=turn_embed(tale, *parts),
+                                                 view=together_view(tale), allowed_mentions=NO_MENTIONS)
+        await say_what_was_folded(interaction, request)
+        return parts[0], parts[1]
+
+    async def finish_together(self, interaction: discord.Interaction, tale: Tale) -> Tale:
+        if interaction.user.id != tale.author_id and not moderates(interaction):
+            raise MemberError("Only the member who opened this tale, or members with Manage Messages, can finish it.")
+        tale = await self.bot.gallery.finish(tale.guild_id, tale.id)
+        chapters = await self.bot.gallery.chapters(tale.guild_id, tale.id)
+        whole = tale_so_far(tale, chapters).strip()
+        embed = tale_embed(tale)
+        embed.description = whole if len(whole) <= EMBED_LIMIT else "\u2026" + whole[-(EMBED_LIMIT - 1):]
+        embed.add_field(name="Written together by", value=", ".join(writers(tale, chapters))[:1024])
+        await interaction.response.send_message(
+            f"The round is finished ({counted(tale.chapters, 'part')}; `/tale export id:{tale.id}` gives it whole). "
+            "Its opener can save it to the gallery:", embed=embed, view=story_view(tale), allowed_mentions=NO_MENTIONS)
+        return tale
 
     async def write(self, interaction: discord.Interaction, request: StoryRequest, store, turn: bool = True):
         """Defer, stream the story, and store it (`await store(story)`) as soon as it is done; a

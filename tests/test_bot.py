@@ -367,13 +367,12 @@ async def test_two_guilds_never_see_each_other(bot):
 async def test_tale_buttons_work_after_a_restart(bot):
     """Buttons carry the tale id: discord.py rebuilds them from the custom_id, no view in memory."""
     from bot.views import TALE_BUTTONS, VoteButton
-    from bot.cogs.together import TOGETHER_BUTTONS
 
     guild = next(guilds)
     story = await run(bot, "story", make_interaction(bot, guild_id=guild), start="Harry", length=150)
     custom_id = button(story.edit_original_response.call_args.kwargs["view"], "👍").custom_id
     registered = set(bot._connection._view_store._dynamic_items.values())  # what discord.py dispatches to
-    assert set(TALE_BUTTONS) | set(TOGETHER_BUTTONS) <= registered
+    assert set(TALE_BUTTONS) <= registered
     match = VoteButton.__discord_ui_compiled_template__.fullmatch(custom_id)
     rebuilt = await VoteButton.from_custom_id(None, None, match)
     voter = make_interaction(bot, guild_id=guild, user_id=31)
@@ -777,7 +776,7 @@ async def test_show_pages_through_chapters_and_export_gives_the_whole_tale(bot):
 
 
 async def test_writing_together_in_a_thread(bot):
-    from bot.cogs.together import LineModal
+    from bot.views import LineModal
 
     guild, other = next(guilds), next(guilds)
     for g in (guild, other):
@@ -796,14 +795,14 @@ async def test_writing_together_in_a_thread(bot):
     modal = press_line.response.send_modal.await_args.args[0]
     assert isinstance(modal, LineModal) and modal.line.max_length == 300 and modal.tale_id == tid
 
-    cog = bot.get_cog("TogetherCog")
+    writer = bot.writer
     ron = make_interaction(bot, guild_id=guild, user_id=2, name="Ron")
     elsewhere = await run(bot, "story", make_interaction(bot, guild_id=other, user_id=3), start="Snape",
                           together=True)
     other_tid = tale_id_of(elsewhere.channel.create_thread.return_value.send.call_args.kwargs["view"])
     # two servers writing at once
-    await asyncio.gather(cog.add_line(ron, tid, "Ron looked at the owl."),
-                         cog.add_line(make_interaction(bot, guild_id=other, user_id=3), other_tid, "The hall was dark."))
+    await asyncio.gather(writer.add_line(ron, tid, "Ron looked at the owl."),
+                         writer.add_line(make_interaction(bot, guild_id=other, user_id=3), other_tid, "The hall was dark."))
     turn = ron.edit_original_response.call_args.kwargs["embed"]
     assert turn.description.startswith("**Ron:** Ron looked at the owl.\n\n") and len(turn.description) > 100
     parts = await bot.gallery.chapters(guild, tid)
@@ -814,12 +813,12 @@ async def test_writing_together_in_a_thread(bot):
     plain = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=5), start="Harry", length=150)
     plain_tid = tale_id(plain.edit_original_response.call_args.kwargs["view"])
     stray = make_interaction(bot, guild_id=guild, user_id=4)
-    await press_button_error(cog.add_line(stray, plain_tid, "Ron ran."), stray)  # a tale told alone takes no lines
+    await press_button_error(writer.add_line(stray, plain_tid, "Ron ran."), stray)  # a tale told alone takes no lines
     assert "is not written together" in ephemeral_text(stray)
     assert await bot.gallery.chapters(guild, plain_tid) == []
 
     unknown = make_interaction(bot, guild_id=guild, user_id=4)
-    await press_button_error(cog.add_line(unknown, tid, "Ron saw \u2603"), unknown)
+    await press_button_error(writer.add_line(unknown, tid, "Ron saw \u2603"), unknown)
     assert "does not know these characters: '\u2603'" in ephemeral_text(unknown)
     assert len(await bot.gallery.chapters(guild, tid)) == 2  # nothing written
 
@@ -957,7 +956,7 @@ async def test_a_thread_of_the_story_channel_counts_as_that_channel(bot):
     opener = await run(bot, "story", make_interaction(bot, guild_id=guild, user_id=1), start="Harry looked",
                        together=True)
     tid = tale_id_of(opener.channel.create_thread.return_value.send.call_args.kwargs["view"])
-    cog = bot.get_cog("TogetherCog")
+    writer = bot.writer
 
     def in_thread(parent_id):
         interaction = make_interaction(bot, guild_id=guild, user_id=2, channel_id=101)
@@ -965,10 +964,10 @@ async def test_a_thread_of_the_story_channel_counts_as_that_channel(bot):
         interaction.channel.parent_id = parent_id
         return interaction
 
-    line, reply = await cog.add_line(in_thread(100), tid, "Ron ran.")
+    line, reply = await writer.add_line(in_thread(100), tid, "Ron ran.")
     assert line.text.strip() == "Ron ran." and reply.kind == "reply"
     elsewhere = in_thread(555)
-    await press_button_error(cog.add_line(elsewhere, tid, "Ron ran."), elsewhere)
+    await press_button_error(writer.add_line(elsewhere, tid, "Ron ran."), elsewhere)
     assert "I write stories in <#100>" in ephemeral_text(elsewhere)
 
 
@@ -1143,7 +1142,7 @@ async def test_writing_together_keeps_the_cast_the_tale_was_opened_with(bot):
     tale = await bot.gallery.get(guild, tale_id_of(opening["view"]))
     assert "Ron Snape" in tale.cast_entries
     await bot.casts.reset(guild)  # the server's cast changes; the tale's does not
-    _, reply = await bot.together.add_line(make_interaction(bot, guild_id=guild, user_id=2), tale.id, "Ron ran.")
+    _, reply = await bot.writer.add_line(make_interaction(bot, guild_id=guild, user_id=2), tale.id, "Ron ran.")
     settings = await bot.guild_settings.get(guild)
     context = bot.generator.vocab.normalisation.from_reading(tale.text)
     again = await bot.generator.generate(StoryRequest("\nRon ran.", 120, settings.temperature, reply.seed,

@@ -23,7 +23,7 @@ class StoryCog(commands.Cog):
                     length: app_commands.Range[int, STORY_LENGTH.low, STORY_LENGTH.high] | None = None,
                     seed: app_commands.Range[int, 0, MAX_SEED] | None = None, together: bool = False):
         if together:
-            await self.bot.together.open(interaction, start, length, seed)
+            await self.bot.writer.open_together(interaction, start, length, seed)
         else:
             await self.bot.writer.tell(interaction, start, length, seed)
 
