@@ -20,7 +20,6 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY README.md cli.py ./
 COPY model/ model/
-COPY train/ train/
 COPY bot/ bot/
 # The package carries the shipped model (pyproject's data-files), so the copy in /app goes.
 COPY models/default/ models/default/

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -429,14 +430,23 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "fit-memory": cmd_fit_memory, "fit-critic": cmd_fit_critic,
             "story": cmd_story, "run": cmd_run, "sync": cmd_sync, "bench": cmd_bench}
+# Each command's parser, and the package it needs beyond the runtime's: the runtime image ships
+# neither train/ nor bench/ (it tells stories; it does not train or measure), so it lists neither.
+PARSERS = ((add_train, "train"), (add_eval, "train"), (add_fit_memory, "train"), (add_fit_critic, "train"),
+           (add_story, None), (add_run, None), (add_sync, None), (add_bench, "bench"))
+
+
+def installed(package: str | None) -> bool:
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
     parser = argparse.ArgumentParser(prog="quill", description="Harry-Potter-style stories from a character-level GRU")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_eval, add_fit_memory, add_fit_critic, add_story, add_run, add_sync, add_bench):
-        add(sub)
+    for add, package in PARSERS:
+        if installed(package):
+            add(sub)
     args = parser.parse_args(argv)
     from model.generator import GeneratorError
 
