@@ -42,10 +42,13 @@ browser:
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Every benchmark, as JSON (story and filter read the books in ../shared/corpus).
+# Every benchmark, as JSON (story and filter read the books in ../shared/corpus). ENGINE_BASELINE is
+# the last revision of 2026-11-27, the engine issue 26's speed targets are measured against.
+ENGINE_BASELINE = c020ef4
 bench: $(FULL)
 	$(BIN)/quill bench train --json
 	$(BIN)/quill bench generate --json
+	$(BIN)/quill bench versus $(ENGINE_BASELINE) --json
 	$(BIN)/quill bench story --json
 	$(BIN)/quill bench filter --json
 	$(BIN)/quill bench store --json

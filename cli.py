@@ -394,6 +394,12 @@ def add_bench(sub) -> None:
     w.add_argument("--readers", type=int, default=100, help="readers at once")
     w.add_argument("--pages", type=int, default=50, help="pages each reader reads, per measurement")
     w.add_argument("--json", action="store_true")
+    v = bench.add_parser("versus", help="this checkout's generator and an earlier revision's, taking turns")
+    v.add_argument("revision", help="a git revision of this repository (it is checked out in a temporary worktree)")
+    v.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
+    v.add_argument("--length", type=int, default=1000, help="new characters per story")
+    v.add_argument("--rounds", type=int, default=9, help="one-request stories per side (the median is kept)")
+    v.add_argument("--json", action="store_true", help="print JSON (default: one line per figure)")
     f = bench.add_parser("filter", help="the word filter: matches in a corpus, stories it stepped into, its cost")
     f.add_argument("--model", default=None, metavar="DIR", help="bundle folder (default: the shipped model)")
     f.add_argument("--corpus", nargs="*", default=[], metavar="PATH", help="books to scan for matches")
@@ -417,6 +423,9 @@ def cmd_bench(args) -> int:
     elif args.bench == "web":
         from bench.web import bench_web
         result = bench_web(args.postgres, args.readers, args.pages)
+    elif args.bench == "versus":
+        from bench.versus import bench_versus
+        result = bench_versus(args.revision, Path(args.model or default_model()).resolve(), args.length, args.rounds)
     elif args.bench == "story":
         from bench.story import STARTS, bench_story
         result = bench_story([Path(args.model or default_model()), *map(Path, args.against)], args.corpus,

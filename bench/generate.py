@@ -166,11 +166,9 @@ async def search_side_by_side(model_dir: Path, length: int = 800, rounds: int = 
     return result
 
 
-def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> dict:
-    """The memory's own cost: the CPU engine's steps with the memory on and off, alternating in one
-    process on the same rows (the default cast and PROMPT), at each thread count pinned. Two
-    generator processes side by side (above) also measure how each one's thread chooser happened to
-    settle, which on this shared machine swings either way by 20-30 % at one request."""
+def _engine_at_one_prompt(model_dir: Path):
+    """The CPU engine of a bundle with its memory, and a function that times `rows` rows of PROMPT
+    (the default cast) for `length` steps: chars/s."""
     import numpy as np
 
     from model.bundle import load_network
@@ -178,18 +176,16 @@ def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> 
     from model.memory import initials_of, names_in, new_rows
 
     bundle, network = load_network(model_dir, memory=True)
-    if network.memory is None:
-        return {}
     engine, vocab = FusedEngine(network), bundle.vocab
     cast = usable_cast(default_cast(), vocab)
     prompt = vocab.encode(PROMPT)
     steps = 16
 
-    def rate(rows: int, memory_on: bool) -> float:
+    def rate(rows: int, length: int, memory_on: bool = True) -> float:
         logits, state = engine.prime([prompt] * rows)
         memory = new_rows(engine.memory, [prompt] * rows, [[vocab.encode(e) for e in cast]] * rows,
                           np.array([initials_of(engine.memory, vocab.index, names_in(PROMPT, cast), cast)] * rows)
-                          ) if memory_on else None
+                          ) if memory_on and engine.memory is not None else None
         draws = np.random.default_rng(0).random((rows, length))
         started = time.perf_counter()
         for at in range(0, length - steps + 1, steps):
@@ -197,18 +193,62 @@ def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> 
                                                        np.zeros(rows, np.int64), np.ones(rows), memory)
         return rows * (length // steps * steps) / (time.perf_counter() - started)
 
+    return engine, rate
+
+
+class _Pinned:
+    """A thread chooser that always picks `threads` (model.engine.ThreadChooser's interface)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def pick(self, rows: int) -> int:
+        return self.threads
+
+    def record(self, rows: int, threads: int, seconds: float) -> None:
+        pass
+
+
+def memory_cost_in_the_engine(model_dir: Path, length: int, rounds: int = 5) -> dict:
+    """The memory's own cost: the CPU engine's steps with the memory on and off, alternating in one
+    process on the same rows (the default cast and PROMPT), at each thread count pinned. Two
+    generator processes side by side (above) also measure how each one's thread chooser happened to
+    settle, which on this shared machine swings either way by 20-30 % at one request."""
+    engine, rate = _engine_at_one_prompt(model_dir)
+    if engine.memory is None:
+        return {}
     result = {}
     for threads in engine.threads.options:
-        engine.threads.pick = lambda rows, threads=threads: threads  # pinned: this instance only
+        engine.threads = _Pinned(threads)
         for rows in (1, 64):
-            rate(rows, True), rate(rows, False)  # warm-up
+            rate(rows, length, True), rate(rows, length, False)  # warm-up
             on, off = [], []
             for _ in range(rounds):
-                on.append(rate(rows, True))
-                off.append(rate(rows, False))
+                on.append(rate(rows, length, True))
+                off.append(rate(rows, length, False))
             result[f"engine_{rows}_rows_{threads}_threads_memory_on_vs_off"] = round(
                 statistics.median(on) / statistics.median(off), 3)
     return result
+
+
+def threads_chosen_against_pinned(model_dir: Path, length: int = 1000, rounds: int = 15) -> dict:
+    """One row, as one request writes it: the engine's own thread chooser against each thread
+    count pinned, taking turns in one process (memory on), so that all see the same machine, busy
+    or not. The chooser keeps what it learnt from turn to turn, as it does in the generator."""
+    engine, rate = _engine_at_one_prompt(model_dir)
+    chooser = engine.threads
+    ways = {"chosen": chooser, **{f"pinned_{n}": _Pinned(n) for n in chooser.options}}
+    rates = {name: [] for name in ways}
+    for round_ in range(rounds + 1):
+        for name, way in ways.items():
+            engine.threads = way
+            measured = rate(1, length)
+            if round_:  # the first of each is a warm-up
+                rates[name].append(measured)
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    best_pinned = max(v for name, v in medians.items() if name != "chosen")
+    return {**{f"one_row_{name}_threads_chars_per_s": round(v) for name, v in medians.items()},
+            "one_row_chosen_vs_best_pinned": round(medians["chosen"] / best_pinned, 3)}
 
 
 async def _measure(model_dir: Path, length: int) -> dict:
@@ -267,6 +307,7 @@ async def _measure(model_dir: Path, length: int) -> dict:
     result.update(await _side_by_side(model_dir, length, "check_words"))
     result.update(await _side_by_side(model_dir, length, "memory"))
     result.update(memory_cost_in_the_engine(model_dir, length))
+    result.update(threads_chosen_against_pinned(model_dir, length))
     return result
 
 

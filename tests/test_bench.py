@@ -1,6 +1,7 @@
 """bench/: what the benchmarks measure, on known text and tiny bundles (their figures are the
 benchmarks' own business, not the tests')."""
 import json
+import subprocess
 
 import pytest
 
@@ -80,3 +81,25 @@ def test_bench_generate_times_the_memory_in_the_engine_at_every_pinned_thread_co
     assert set(result) == {f"engine_{rows}_rows_{threads}_threads_memory_on_vs_off"
                            for rows in (1, 64) for threads in {1, numba.config.NUMBA_NUM_THREADS}}
     assert all(0 < ratio < 10 for ratio in result.values())
+
+
+def test_bench_generate_times_the_thread_chooser_against_each_count_pinned(remembering_bundle):
+    import numba
+
+    from bench.generate import threads_chosen_against_pinned
+
+    result = threads_chosen_against_pinned(remembering_bundle, 64, rounds=2)
+    ways = ["chosen", *(f"pinned_{n}" for n in {1, numba.config.NUMBA_NUM_THREADS})]
+    assert set(result) == {f"one_row_{way}_threads_chars_per_s" for way in ways} | {"one_row_chosen_vs_best_pinned"}
+
+
+@pytest.mark.slow
+def test_bench_versus_runs_a_revision_beside_this_checkout(remembering_bundle):
+    """HEAD against this working tree: two drivers in two checkouts, taking turns."""
+    from bench.versus import ROOT, bench_versus
+
+    result = bench_versus("HEAD", remembering_bundle, length=100, rounds=1, wide_rounds=1)
+    for label in ("one_request", "aggregate_64"):
+        assert result[f"{label}_this_chars_per_s"] > 0 and result[f"{label}_earlier_chars_per_s"] > 0
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert len(worktrees.splitlines()) == 1  # the earlier checkout is gone again
