@@ -1,10 +1,12 @@
 """`quill bench story`: what a reader sees, measured on stories told at a server's defaults.
 
-Each bundle tells the same stories (the same starts and seeds), with the tale's memory off and with
-the memory and the default cast on, and is measured against the books: paragraph breaks, real words
-(a lexicon of the corpus and the cast), word 4-grams a story repeats, sentence length; whether the
-start's people come back (name recall), the cast and wizarding words, spans copied within a story,
-and how thick names lie (capitalised words that open no sentence, the most repeated name).
+Each bundle tells the same stories (the same starts and seeds; every story its own seed, as on a
+server: stories that share a seed share their random draws, and so their likeliest sentences), with
+the tale's memory off and with the memory and the default cast on, and is measured against the
+books: paragraph breaks, real words (a lexicon of the corpus and the cast), word 4-grams a story
+repeats, sentence length; whether the start's people come back (name recall), the cast and
+wizarding words, spans copied within a story, and how thick names lie (capitalised words that open
+no sentence, the most repeated name).
 """
 from __future__ import annotations
 
@@ -248,7 +250,7 @@ def bench_story(models: list[Path], corpus: list[str], starts: tuple[str, ...] =
         runs = [(False, 1)] + ([(True, 1)] if bundle.memory else []) + \
                ([(bool(bundle.memory), SEARCH_WIDTH)] if critic else [])
         for memory, width in runs:
-            requests = [StoryRequest(start, length, temperature, seed % seeds, cast=cast if memory else ())
+            requests = [StoryRequest(start, length, temperature, seed, cast=cast if memory else ())
                         for seed, start in enumerate(starts_of)]
             stories = asyncio.run(tell(model_dir, requests, memory, width))
             texts = [normalisation.from_reading(s.written) for s in stories]
