@@ -75,6 +75,8 @@ def test_a_broken_name_is_never_chosen_while_a_whole_one_is_there(critic):
     ('"Yes," said Owl.', "an ordinary word speaks: said Owl"),  # "owl": common in lower case
     ("'Very well, Snape,' said Snape.", "the speaker calls himself by name: said Snape"),
     ("'Very well, Harry,' said Snape.", None),
+    ('"Yes, McGonagall," said McGonagall.', "the speaker calls himself by name: said McGonagall"),
+    ('"Well," said the Snape.', "a name takes 'the': said the Snape"), ('"Well," said the Potter twins.', None),
     ('"No," said the Professor.', None), ('"Yes," said Harry quietly.', None), ("He said to Hogwarts", None)])
 def test_broken_speaker_tags(sentence, broken, words):
     assert broken_tags(sentence, CAST + ("Madam Pomfrey",), words) == ([broken] if broken else [])
@@ -101,6 +103,10 @@ def test_repeats_and_non_word_endings_are_flaws(words):
     assert flaws("the owl looked at the hall.", "And the owl looked at the door.", (), words)
     assert flaws("Harry ran.", "Then he saw the blorptastic", (), words)
     assert not flaws("Harry ran.", "Then he saw the castle.", (), words)
+    for sentence, stutter in (("Then Snape of the Snape came.", "Snape of the Snape"), ("Lady Lady came.", "Lady Lady"),
+                              ("So Harry and Harry ran.", "Harry and Harry")):
+        assert f"a name said twice at once: {stutter}" in flaws("Harry ran.", sentence, (), words)
+    assert not any("twice" in f for f in flaws("Harry ran.", "Mr Weasley and Mrs Weasley came.", (), words))
 
 
 # -- the search --------------------------------------------------------------------------------
